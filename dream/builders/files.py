@@ -1,0 +1,98 @@
+"""`files` layers: host files and directories, inline text, links and empty directories.
+
+Modes are normalized (0644, or 0755 for directories and host files with an execute bit) unless
+the recipe sets one; owners are 0:0 unless it sets ``owner``. Host symlinks are kept as links;
+later items replace earlier ones at the same path.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from dream.builders.base import BuildContext
+from dream.errors import DreamError
+from dream.oci.tree import DIR, FILE, SYMLINK, Entry, Tree
+
+
+class FilesBuilder:
+    kind = "files"
+    version = "1"
+    needs_lock = False
+
+    def tree(self, ctx: BuildContext, scratch: Path | None = None) -> Tree:
+        tree = Tree()
+        for item in ctx.layer.spec:
+            uid, gid = (int(part) for part in item.get("owner", "0:0").split(":"))
+            mode = int(item["mode"], 8) if "mode" in item else None
+            dest = item["dest"]
+            if "content" in item:
+                tree.add_bytes(dest, item["content"].encode(), mode or 0o644, uid, gid)
+            elif "symlink" in item:
+                tree.add_symlink(dest, item["symlink"], uid, gid)
+            elif "directory" in item:
+                tree.add_dir(dest, mode or 0o755, uid, gid)
+            else:
+                _add_host_path(tree, Path(item["src"]), dest, mode, uid, gid, item["exclude"])
+        return tree
+
+    def key_inputs(self, ctx: BuildContext) -> Any:
+        """Every entry's metadata plus the sha256 of every file's bytes (never host paths)."""
+        return [[e.path, e.kind, e.mode, e.uid, e.gid, e.link, _content_hash(e)]
+                for e in self.tree(ctx).sorted_entries()]
+
+    def lock_inputs(self, layer: Any, recipe: Any) -> Any:
+        return None
+
+    def lock(self, layer: Any, recipe: Any) -> Any:
+        return None
+
+
+def _add_host_path(tree: Tree, source: Path, dest: str, mode: int | None, uid: int, gid: int,
+                   exclude: list[str]) -> None:
+    try:
+        info = source.lstat()
+    except OSError as exc:
+        raise DreamError(f"cannot read {source}: {exc.strerror}") from None
+    if not stat.S_ISDIR(info.st_mode):
+        tree.add(_entry(source, dest, info, mode, uid, gid))
+        return
+    tree.add_dir(dest, 0o755, uid, gid)
+    for directory, dirnames, filenames in os.walk(source):
+        dirnames.sort()
+        base = Path(directory)
+        for name in sorted(dirnames + filenames):
+            path = base / name
+            relative = path.relative_to(source).as_posix()
+            if any(fnmatch.fnmatch(relative, pattern) for pattern in exclude):
+                if name in dirnames:
+                    dirnames.remove(name)
+                continue
+            tree.add(_entry(path, f"{dest.rstrip('/')}/{relative}", path.lstat(), mode, uid, gid))
+
+
+def _entry(path: Path, dest: str, info: os.stat_result, mode: int | None, uid: int, gid: int) -> Entry:
+    if stat.S_ISLNK(info.st_mode):
+        return Entry(dest, SYMLINK, 0o777, uid, gid, link=os.readlink(path))
+    if stat.S_ISDIR(info.st_mode):
+        return Entry(dest, DIR, 0o755, uid, gid)
+    if not stat.S_ISREG(info.st_mode):
+        raise DreamError(f"{path}: only regular files, directories and symlinks can be copied")
+    default = 0o755 if info.st_mode & 0o111 else 0o644
+    return Entry(dest, FILE, mode if mode is not None else default, uid, gid, size=info.st_size, source=path)
+
+
+def _content_hash(entry: Entry) -> str:
+    if entry.kind != FILE:
+        return ""
+    if entry.data is not None:
+        return hashlib.sha256(entry.data).hexdigest()
+    digest = hashlib.sha256()
+    with open(entry.source, "rb") as handle:  # type: ignore[arg-type]
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

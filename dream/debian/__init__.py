@@ -1,0 +1,1 @@
+"""Debian root filesystems without debootstrap: resolve with apt, unpack without scripts."""

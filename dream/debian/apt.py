@@ -1,0 +1,151 @@
+"""apt, pointed at a private state directory: the machine's apt *configuration* (sources,
+keyrings, proxies, mirrors) is used as it is, the machine's apt *state* is never touched.
+
+The package lists, the empty dpkg status the resolver starts from and the download cache all
+live under dream's cache directory (``DREAM_CACHE``, default ``~/.cache/dream``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from dream.errors import DreamError
+
+_INST = re.compile(r"^Inst (\S+) \((\S+) .*\[([^\]]+)\]\)")
+
+
+@dataclass(frozen=True)
+class Package:
+    """A pinned .deb: what the lock records (no host names: the file is found via apt)."""
+
+    name: str
+    version: str
+    architecture: str
+    filename: str
+    sha256: str
+    size: int
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DREAM_CACHE") or Path.home() / ".cache" / "dream")
+
+
+class Apt:
+    """Resolve and download packages for one architecture with a private apt state."""
+
+    def __init__(self, architecture: str = "amd64", root: Path | None = None) -> None:
+        self.architecture = architecture
+        self.root = (root or cache_dir()) / "apt" / architecture
+        self.debs = (root or cache_dir()) / "debs"
+        self.status = self.root / "status"
+
+    def _options(self) -> list[str]:
+        options = ["-o", f"Dir::State={self.root / 'state'}",
+                   "-o", f"Dir::State::status={self.status}",
+                   "-o", f"Dir::Cache={self.root / 'cache'}",
+                   "-o", f"APT::Architecture={self.architecture}",
+                   "-o", "APT::Get::AllowUnauthenticated=false",
+                   "-o", "quiet=1"]
+        if os.geteuid() == 0:
+            options += ["-o", "APT::Sandbox::User=root"]  # the _apt user cannot write our cache
+        return options
+
+    def _run(self, tool: str, *args: str, cwd: Path | None = None) -> str:
+        if shutil.which(tool) is None:
+            raise DreamError(f"{tool} not found: debian layers need apt (run on Debian or Ubuntu)")
+        result = subprocess.run([tool, *self._options(), *args], cwd=cwd, text=True,
+                                capture_output=True, env={**os.environ, "LC_ALL": "C"})
+        if result.returncode != 0:
+            detail = " ".join(line.strip() for line in result.stderr.splitlines()
+                              if line.startswith(("E:", "W:")) or "rror" in line) or result.stderr.strip()
+            raise DreamError(f"{tool} {' '.join(args[:2])} failed: {detail}")
+        return result.stdout
+
+    def update(self) -> None:
+        """Fetch package lists from the machine's configured sources into the private state."""
+        for directory in ("state/lists/partial", "cache/archives/partial"):
+            (self.root / directory).mkdir(parents=True, exist_ok=True)
+        self.status.touch()
+        self._run("apt-get", "update")
+
+    def has_lists(self) -> bool:
+        lists = self.root / "state" / "lists"
+        return lists.is_dir() and any(p.name.endswith("Packages") or "_Packages." in p.name
+                                      for p in lists.iterdir())
+
+    def resolve(self, packages: list[str], essential: bool, recommends: bool) -> list[Package]:
+        """The full set of packages apt would install into an empty system, pinned."""
+        wanted = list(packages) + (["?essential"] if essential else [])
+        flag = "--install-recommends" if recommends else "--no-install-recommends"
+        plan = self._run("apt-get", "install", "--simulate", flag, *wanted)
+        chosen = sorted({(m.group(1).split(":")[0], m.group(2)) for m in map(_INST.match, plan.splitlines()) if m})
+        if not chosen:
+            raise DreamError(f"apt resolved nothing for {', '.join(packages)}")
+        shown = self._run("apt-cache", "show", *(f"{name}={version}" for name, version in chosen))
+        found: dict[tuple[str, str], Package] = {}
+        for stanza in shown.split("\n\n"):
+            fields = _fields(stanza)
+            if "Package" not in fields:
+                continue
+            key = (fields["Package"], fields["Version"])
+            if key in found or fields.get("Architecture") not in (self.architecture, "all"):
+                continue
+            found[key] = Package(fields["Package"], fields["Version"], fields["Architecture"],
+                                 fields["Filename"], fields["SHA256"], int(fields["Size"]))
+        missing = [f"{n}={v}" for n, v in chosen if (n, v) not in found]
+        if missing:
+            raise DreamError(f"apt-cache has no metadata for {', '.join(missing)}")
+        return [found[key] for key in chosen]
+
+    def fetch(self, packages: list[Package]) -> dict[str, Path]:
+        """Paths of verified .debs in the cache, downloading the missing ones through apt."""
+        self.debs.mkdir(parents=True, exist_ok=True)
+        paths = {p.name: self.debs / f"{p.sha256}.deb" for p in packages}
+        missing = [p for p in packages if not paths[p.name].exists()]
+        if not missing:
+            return paths
+        if not self.has_lists():
+            self.update()
+        with tempfile.TemporaryDirectory(dir=self.debs, prefix="download-") as scratch:
+            try:
+                self._run("apt-get", "download", *(f"{p.name}={p.version}" for p in missing), cwd=Path(scratch))
+            except DreamError:
+                self.update()  # lists may be old; one retry with fresh lists
+                self._run("apt-get", "download", *(f"{p.name}={p.version}" for p in missing), cwd=Path(scratch))
+            for package in missing:
+                got = next(Path(scratch).glob(f"{package.name}_*.deb"), None)
+                if got is None:
+                    raise DreamError(f"apt did not download {package.name}={package.version}")
+                digest = _sha256(got)
+                if digest != package.sha256:
+                    raise DreamError(f"{package.name}={package.version}: sha256 {digest} does not "
+                                     f"match the lock's {package.sha256}")
+                os.replace(got, paths[package.name])
+        return paths
+
+
+def _fields(stanza: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for line in stanza.splitlines():
+        if line and not line[0].isspace() and ":" in line:
+            key, _, value = line.partition(":")
+            fields[key] = value.strip()
+    return fields
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()

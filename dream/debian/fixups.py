@@ -1,0 +1,163 @@
+"""What maintainer scripts would have done, done declaratively on the unpacked tree.
+
+dream never runs a package's scripts (they would need the target system running). A working
+system still needs: accounts (base-passwd), the dynamic linker cache, a CA bundle, the
+alternatives symlinks (`awk` …), and a dpkg database so that `dpkg -l` and apt work inside.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from dream.debian.unpack import Unpacked
+from dream.errors import DreamError
+from dream.oci.tree import DIR, FILE, HARDLINK, SYMLINK, Tree
+
+FIXUPS_VERSION = "1"
+_ALTERNATIVE = re.compile(r"update-alternatives\s+--install\s+(\S+)\s+(\S+)\s+(\S+)\s+(\d+)((?:\s+--slave\s+\S+\s+\S+\s+\S+)*)")
+_SLAVE = re.compile(r"--slave\s+(\S+)\s+(\S+)\s+(\S+)")
+
+
+def apply_fixups(unpacked: Unpacked) -> None:
+    """Run every fix-up in a fixed order (the order is part of the layer's bytes)."""
+    tree = unpacked.tree
+    accounts(tree)
+    alternatives(tree, unpacked.postinst)
+    ca_bundle(tree)
+    dpkg_database(tree, unpacked)
+    ld_cache(tree, unpacked.staging)
+
+
+def accounts(tree: Tree) -> None:
+    """/etc/passwd, group, shadow and gshadow from base-passwd's masters (its postinst's job)."""
+    masters = {"passwd": tree.get("usr/share/base-passwd/passwd.master"),
+               "group": tree.get("usr/share/base-passwd/group.master")}
+    for name, entry in masters.items():
+        if entry is None or tree.get(f"etc/{name}") is not None:
+            continue
+        text = _read(entry)
+        tree.add_bytes(f"etc/{name}", text, 0o644)
+        shadow = "shadow" if name == "passwd" else "gshadow"
+        lines = [line.split(b":")[0] for line in text.splitlines() if line]
+        if name == "passwd":
+            body = b"".join(user + b":*:0:0:99999:7:::\n" for user in lines)
+        else:
+            body = b"".join(group + b":*::\n" for group in lines)
+        shadow_gid = _group_id(text if name == "group" else b"", b"shadow")
+        tree.add_bytes(f"etc/{shadow}", body, 0o640, 0, shadow_gid)
+
+
+def alternatives(tree: Tree, postinst: dict[str, str]) -> None:
+    """Apply `update-alternatives --install` lines with literal paths, highest priority wins."""
+    best: dict[str, tuple[int, str, str, list[tuple[str, str, str]]]] = {}
+    for package in sorted(postinst):
+        script = postinst[package].replace("\\\n", " ")
+        for match in _ALTERNATIVE.finditer(script):
+            link, name, path, priority = match.group(1), match.group(2), match.group(3), int(match.group(4))
+            if "$" in link + name + path or tree.get(path) is None:
+                continue
+            slaves = _SLAVE.findall(match.group(5) or "")
+            if name not in best or priority > best[name][0]:
+                best[name] = (priority, link, path, slaves)
+    for name, (_, link, path, slaves) in sorted(best.items()):
+        for alt_link, alt_name, alt_path in [(link, name, path), *slaves]:
+            if "$" in alt_link + alt_path or tree.get(alt_path) is None or tree.get(alt_link) is not None:
+                continue
+            tree.add_symlink(f"etc/alternatives/{alt_name}", alt_path)
+            tree.add_symlink(alt_link, f"/etc/alternatives/{alt_name}")
+
+
+def ca_bundle(tree: Tree) -> None:
+    """/etc/ssl/certs/ca-certificates.crt from /usr/share/ca-certificates (update-ca-certificates)."""
+    prefix = "usr/share/ca-certificates/"
+    certs = sorted(path for path, entry in tree.entries.items()
+                   if path.startswith(prefix) and path.endswith(".crt") and entry.kind == FILE)
+    if not certs:
+        return
+    bundle = b"".join(_read(tree.entries[path]).rstrip(b"\n") + b"\n" for path in certs)
+    tree.add_bytes("etc/ssl/certs/ca-certificates.crt", bundle, 0o644)
+    listing = "".join(path.removeprefix(prefix) + "\n" for path in certs).encode()
+    tree.add_bytes("etc/ca-certificates.conf", listing, 0o644)
+
+
+def dpkg_database(tree: Tree, unpacked: Unpacked) -> None:
+    """/var/lib/dpkg/status and info/*.list, so dpkg and apt inside the image know what is there."""
+    stanzas = []
+    for name in sorted(unpacked.control):
+        control = unpacked.control[name].strip("\n")
+        lines = control.splitlines()
+        lines.insert(1, "Status: install ok installed")
+        stanzas.append("\n".join(lines) + "\n")
+        fields = dict(line.split(": ", 1) for line in lines if ": " in line and not line.startswith(" "))
+        suffix = f":{fields.get('Architecture')}" if fields.get("Multi-Arch") == "same" else ""
+        listing = "/.\n" + "".join(p + "\n" for p in unpacked.files[name])
+        tree.add_bytes(f"var/lib/dpkg/info/{name}{suffix}.list", listing.encode(), 0o644)
+    tree.add_bytes("var/lib/dpkg/status", "\n".join(stanzas).encode(), 0o644)
+    for empty in ("var/lib/dpkg/available", "var/lib/dpkg/diversions", "var/lib/dpkg/statoverride"):
+        if tree.get(empty) is None:
+            tree.add_bytes(empty, b"", 0o644)
+    for directory in ("var/lib/dpkg/updates", "var/lib/dpkg/triggers", "var/lib/apt/lists/partial",
+                      "var/cache/apt/archives/partial"):
+        tree.add_dir(directory)
+
+
+def ld_cache(tree: Tree, staging: Path) -> None:
+    """/etc/ld.so.cache, built by the host's ldconfig over a scratch copy of the libraries.
+
+    ldconfig only reads ELF headers and the ld.so.conf files, so the scratch root holds just
+    those (hard-linked where possible); ``-X`` keeps it from creating links of its own.
+    """
+    if tree.get("etc/ld.so.conf") is None or shutil.which("ldconfig") is None:
+        return
+    with tempfile.TemporaryDirectory(dir=staging, prefix="ldroot-") as scratch:
+        root = Path(scratch)
+        for path, entry in tree.entries.items():
+            if not (path.startswith(("usr/lib", "etc/ld.so.conf")) or path.startswith("usr/local/lib")):
+                continue
+            target = root / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if entry.kind == DIR:
+                target.mkdir(exist_ok=True)
+            elif entry.kind == SYMLINK:
+                target.unlink(missing_ok=True)
+                os.symlink(entry.link, target)
+            elif entry.kind in (FILE, HARDLINK):
+                source = tree.entries[entry.link] if entry.kind == HARDLINK else entry
+                _materialize(source, target)
+        for top in ("lib", "lib64"):
+            if tree.get(top) is not None:
+                os.symlink(f"usr/{top}", root / top)
+        command = ["ldconfig", "-X", "-r", str(root)]
+        if os.geteuid() != 0:
+            command = ["unshare", "--map-root-user", "--"] + command  # ldconfig -r needs chroot()
+        run = subprocess.run(command, capture_output=True, text=True)
+        if run.returncode != 0:
+            raise DreamError(f"ldconfig failed building /etc/ld.so.cache: {run.stderr.strip()}")
+        tree.add_bytes("etc/ld.so.cache", (root / "etc" / "ld.so.cache").read_bytes(), 0o644)
+
+
+def _materialize(entry, target: Path) -> None:  # type: ignore[no-untyped-def]
+    if entry.data is not None:
+        target.write_bytes(entry.data)
+        return
+    try:
+        os.link(entry.source, target)
+    except OSError:
+        shutil.copyfile(entry.source, target)
+
+
+def _read(entry) -> bytes:  # type: ignore[no-untyped-def]
+    return entry.data if entry.data is not None else Path(entry.source).read_bytes()
+
+
+def _group_id(group_file: bytes, name: bytes) -> int:
+    for line in group_file.splitlines():
+        parts = line.split(b":")
+        if parts[0] == name and len(parts) > 2 and parts[2].isdigit():
+            return int(parts[2])
+    return 42  # Debian's fixed gid for `shadow` (base-passwd)

@@ -1,0 +1,1 @@
+"""OCI bytes: deterministic tar, compression, digests, image config and manifest."""

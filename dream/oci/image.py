@@ -1,0 +1,62 @@
+"""Image config and manifest from the recipe's image fields and the layers' descriptors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Any
+
+from dream.store import Descriptor, Store
+from dream.store.layout import canonical_json
+
+CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
+MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def source_date_epoch() -> int:
+    """SOURCE_DATE_EPOCH if set (the reproducible-builds convention), else 0."""
+    value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    return int(value) if value.isdigit() else 0
+
+
+def rfc3339(epoch: int) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def image_config(image: dict[str, Any], layers: list[tuple[str, str, Descriptor]]) -> dict[str, Any]:
+    """The OCI image config. ``layers`` holds (name, comment, descriptor) per layer, bottom first."""
+    created = image.get("created") or rfc3339(source_date_epoch())
+    env = dict(image.get("env", {}))
+    env.setdefault("PATH", DEFAULT_PATH)
+    labels = {"org.opencontainers.image.created": created, **image.get("labels", {})}
+    config: dict[str, Any] = {"Env": [f"{k}={v}" for k, v in env.items()], "Labels": labels}
+    if image.get("ports"):
+        config["ExposedPorts"] = {port: {} for port in image["ports"]}
+    for field, key in (("user", "User"), ("workdir", "WorkingDir"), ("entrypoint", "Entrypoint"),
+                       ("cmd", "Cmd"), ("stop_signal", "StopSignal")):
+        if image.get(field) is not None:
+            config[key] = image[field]
+    return {
+        "created": created,
+        "architecture": image.get("architecture", "amd64"),
+        "os": "linux",
+        "config": config,
+        "rootfs": {"type": "layers", "diff_ids": [d.diffID for _, _, d in layers]},
+        # Every entry has `created`: umoci stat crashes without it (deps.md §4.4).
+        "history": [{"created": created, "created_by": f"dream layer {name}",
+                     **({"comment": comment} if comment else {})} for name, comment, _ in layers],
+    }
+
+
+def write_image(store: Store, image: dict[str, Any],
+                layers: list[tuple[str, str, Descriptor]]) -> Descriptor:
+    """Store config and manifest blobs; return the manifest's descriptor (not yet tagged)."""
+    config = store.put_bytes(canonical_json(image_config(image, layers)), CONFIG_MEDIA_TYPE)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MEDIA_TYPE,
+        "config": config.oci(),
+        "layers": [d.oci() for _, _, d in layers],
+    }
+    return store.put_bytes(canonical_json(manifest), MANIFEST_MEDIA_TYPE)

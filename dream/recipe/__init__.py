@@ -1,0 +1,1 @@
+"""Recipes: YAML files that describe images, validated and merged with their imports."""

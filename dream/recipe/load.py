@@ -1,0 +1,180 @@
+"""Load a recipe: read YAML, resolve and merge imports, validate, normalize into a `Recipe`.
+
+Every problem becomes a `DreamError` with a file, a line and a dotted path; a recipe's problems
+are collected and raised together as `UserErrors`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from dream.errors import DreamError, Location, UserErrors
+from dream.recipe.merge import Layer, merge
+from dream.recipe.model import LayerSpec, Recipe
+from dream.recipe.schema import LAYER_KINDS, validator
+from dream.recipe.yamlsource import Lines, PathKey, dotted, location_of, read_yaml
+
+MODULE_DIR = "layers"
+
+
+class _Loader:
+    """Reads one recipe and its import closure; each module file is included once."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.included: set[Path] = set()
+
+    def display(self, path: Path) -> str:
+        try:
+            return os.path.relpath(path, self.root) if path.is_absolute() else str(path)
+        except ValueError:
+            return str(path)
+
+    def load(self, path: Path, stack: tuple[Path, ...], origin: Location | None) -> Layer:
+        path = path.resolve()
+        shown = self.display(path)
+        if path in stack:
+            cycle = " -> ".join(self.display(p) for p in stack[stack.index(path):] + (path,))
+            raise DreamError(f"import cycle: {cycle}", origin, "imports")
+        self.included.add(path)
+        data, lines = read_yaml(path, shown)
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise DreamError("a recipe or module must be a mapping of fields", lines.get(()))
+        imports = data.get("imports", [])
+        if not isinstance(imports, list):
+            return Layer(data, lines)  # the schema reports the wrong type with its line
+        merged: Layer | None = None
+        conflicts: dict[PathKey, DreamError] = {}
+        for index, name in enumerate(imports):
+            where = lines.get(("imports", index))
+            if not isinstance(name, str):
+                continue  # reported by the schema
+            target = self.resolve_import(name, path, where)
+            if target in self.included and target not in stack:
+                continue  # already merged through another import (a diamond)
+            module = self.load(target, stack + (path,), where)
+            module.data.pop("imports", None)
+            merged = module if merged is None else merge(merged, module, conflicts)
+        own = Layer(data, lines)
+        unsettled = [error for at, error in conflicts.items() if at not in lines]
+        if unsettled:
+            raise UserErrors(unsettled)
+        return own if merged is None else merge(merged, own)
+
+    def resolve_import(self, name: str, importer: Path, where: Location | None) -> Path:
+        if "/" in name or name.endswith((".yaml", ".yml")):
+            candidate = (importer.parent / name)
+        else:
+            candidate = self.root / MODULE_DIR / f"{name}.yaml"
+        if not candidate.is_file():
+            raise DreamError(f"import {name!r} not found (looked for {self.display(candidate)})",
+                             where, "imports")
+        return candidate.resolve()
+
+
+def load_recipe(path: Path, root: Path | None = None) -> Recipe:
+    """Load, merge, validate and normalize the recipe at ``path``.
+
+    ``root`` is the project directory (module names resolve in ``root/layers``; error messages
+    show paths relative to it). Raises `UserErrors` listing every problem found.
+    """
+    root = (root or Path.cwd()).resolve()
+    loader = _Loader(root)
+    tree = loader.load(path, (), None)
+    check = validator()
+    ok = check.validate(tree.data)
+    errors = [] if ok else _flatten(check.errors, (), tree.lines)
+    if not ok:
+        raise UserErrors(_sorted(errors))
+    document = check.document
+    errors = _check_layer_names(document, tree.lines)
+    if errors:
+        raise UserErrors(errors)
+    return _normalize(path.resolve(), loader.display(path.resolve()), document, tree.lines, root)
+
+
+def _flatten(errors: Any, path: PathKey, lines: Lines) -> list[DreamError]:
+    out: list[DreamError] = []
+    for key, items in errors.items():
+        sub = path + (key,)
+        for item in items:
+            if isinstance(item, dict):
+                out.extend(_flatten(item, sub, lines))
+            else:
+                out.append(DreamError(_friendly(item, sub), location_of(lines, sub), dotted(sub)))
+    return out
+
+
+_FRIENDLY = {
+    "unknown field": "unknown field (see docs/recipe-reference.md for the fields)",
+    "must be of string type": "must be a string",
+    "must be of list type": "must be a list",
+    "must be of dict type": "must be a mapping",
+    "must be of boolean type": "must be true or false",
+    "must be of integer type": "must be an integer",
+}
+
+
+def _friendly(message: str, path: PathKey) -> str:
+    if path[-1] == "mode" and message == "must be of string type":
+        return 'write modes as quoted octal strings, e.g. "0644"'
+    if message.startswith("value does not match regex"):
+        return "has the wrong form (" + message.removeprefix("value does not match regex ") + ")"
+    return _FRIENDLY.get(message, message)
+
+
+def _sorted(errors: list[DreamError]) -> list[DreamError]:
+    return sorted(errors, key=lambda e: (e.location.file if e.location else "",
+                                         e.location.line if e.location else 0, e.path))
+
+
+def _check_layer_names(document: dict[str, Any], lines: Lines) -> list[DreamError]:
+    seen: dict[str, int] = {}
+    errors = []
+    for index, layer in enumerate(document["layers"]):
+        name = layer["name"]
+        if name in seen:
+            first = location_of(lines, ("layers", seen[name]))
+            errors.append(DreamError(f"layer name {name!r} is used twice (first at {first})",
+                                     location_of(lines, ("layers", index, "name")),
+                                     f"layers[{index}].name"))
+        seen.setdefault(name, index)
+    return errors
+
+
+def _normalize(path: Path, display: str, doc: dict[str, Any], lines: Lines, root: Path) -> Recipe:
+    image = dict(doc["image"])
+    image.setdefault("name", path.name.removesuffix(".yaml").removesuffix(".yml"))
+    layers = []
+    errors: list[DreamError] = []
+    for index, layer in enumerate(doc["layers"]):
+        kind = next(k for k in LAYER_KINDS if k in layer)
+        spec = layer[kind]
+        where = location_of(lines, ("layers", index)) or Location(display)
+        if kind == "files":
+            spec = [_file_entry(item, ("layers", index, "files", i), lines, root, errors)
+                    for i, item in enumerate(spec)]
+        layers.append(LayerSpec(name=layer["name"], kind=kind, spec=spec,
+                                comment=layer.get("comment", ""), location=where))
+    if errors:
+        raise UserErrors(errors)
+    return Recipe(path=path, display=display, name=image["name"], image=image, layers=layers)
+
+
+def _file_entry(item: dict[str, Any], at: PathKey, lines: Lines, root: Path,
+                errors: list[DreamError]) -> dict[str, Any]:
+    """Resolve ``src`` against the file that wrote it, and check that it exists."""
+    item = dict(item)
+    if "src" in item:
+        where = location_of(lines, at + ("src",))
+        base = (root / where.file).parent if where else root
+        source = (base / item["src"]).resolve()
+        if not source.exists():
+            errors.append(DreamError(f"no such file or directory: {item['src']}", where,
+                                     dotted(at + ("src",))))
+        item["src"] = str(source)
+    return item

@@ -1,0 +1,43 @@
+"""The validated recipe, as the rest of dream sees it (no YAML, no cerberus)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dream.errors import Location
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer of an image: its name, its kind (builder) and that kind's settings.
+
+    ``spec`` is JSON-friendly and normalized (defaults filled, host paths made absolute), so its
+    canonical JSON is part of the layer's input key.
+    """
+
+    name: str
+    kind: str
+    spec: Any
+    comment: str
+    location: Location
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """An image recipe after imports are merged and the schema has validated it."""
+
+    path: Path
+    display: str
+    name: str
+    image: dict[str, Any]
+    layers: list[LayerSpec] = field(default_factory=list)
+
+    @property
+    def lock_path(self) -> Path:
+        """The lock file sits next to the recipe: ``recipes/x.yaml`` → ``recipes/x.lock.json``."""
+        return self.path.with_name(self.path.name.removesuffix(".yaml").removesuffix(".yml") + ".lock.json")
+
+    def layer(self, name: str) -> LayerSpec:
+        return next(layer for layer in self.layers if layer.name == name)

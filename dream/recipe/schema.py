@@ -1,0 +1,187 @@
+"""The recipe schema: every field with its type, default and meaning.
+
+The ``meta.doc`` strings are the reference documentation: ``python -m dream.recipe.docs`` prints
+them as Markdown (docs/recipe-reference.md is that output). Keep them true.
+
+Cerberus `*of` rules do no normalisation (see shared research, deps.md §3), so kinds of layers
+and of file entries use one dict schema plus the custom rule ``exactly_one_of``.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Any
+
+import cerberus
+
+NAME_RE = r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$"
+LAYER_NAME_RE = r"^[a-z0-9][a-z0-9._-]*$"
+TAG_RE = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+ENV_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
+MODE_RE = r"^0?[0-7]{3,4}$"
+OWNER_RE = r"^\d+:\d+$"
+SIGNAL_RE = r"^(SIG[A-Z0-9+-]+|\d+)$"
+PORT_RE = r"^\d{1,5}(/(tcp|udp|sctp))?$"
+LAYER_KINDS = ("files", "debian")
+
+
+def split_command(value: Any) -> Any:
+    """A command written as one string is split with shell quoting rules (no shell runs it)."""
+    return shlex.split(value) if isinstance(value, str) else value
+
+
+def to_text(value: Any) -> Any:
+    """Env and label values may be written as numbers or booleans; the image stores text."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return value
+
+
+def to_port(value: Any) -> Any:
+    """``8080`` and ``"8080"`` mean ``"8080/tcp"``, as in a Dockerfile's EXPOSE."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if isinstance(value, str) and re.fullmatch(r"\d+", value):
+        return value + "/tcp"
+    return value
+
+
+def _doc(text: str, default: Any = None) -> dict[str, Any]:
+    meta: dict[str, Any] = {"doc": text}
+    if default is not None:
+        meta["default"] = default
+    return {"meta": meta}
+
+
+def _command(text: str) -> dict[str, Any]:
+    return {"type": "list", "coerce": split_command, "schema": {"type": "string"},
+            "nullable": True, **_doc(text)}
+
+
+FILE_ENTRY = {
+    "type": "dict",
+    "exactly_one_of": ["src", "content", "symlink", "directory"],
+    "schema": {
+        "dest": {"type": "string", "required": True, "regex": r"^/.*",
+                 **_doc("Absolute path in the image. For `src` directories, the directory's "
+                        "contents go below it.")},
+        "src": {"type": "string", "empty": False,
+                **_doc("A file or directory on the host, relative to the YAML file that names it.")},
+        "content": {"type": "string", **_doc("The file's text, inline.")},
+        "symlink": {"type": "string", "empty": False, **_doc("Make `dest` a symbolic link to this target.")},
+        "directory": {"type": "boolean", "allowed": [True], **_doc("Make `dest` an empty directory.")},
+        "mode": {"type": "string", "regex": MODE_RE,
+                 **_doc("Octal permission bits as a quoted string (`\"0644\"`); default 0644 for "
+                        "files, 0755 for directories and for host files that are executable.")},
+        "owner": {"type": "string", "regex": OWNER_RE,
+                  **_doc("`uid:gid` for the entries this item adds; default `0:0`.", "0:0")},
+        "exclude": {"type": "list", "schema": {"type": "string"}, "default": [],
+                    **_doc("Glob patterns (matched against the path below `src`) to leave out.", [])},
+    },
+}
+
+FILES_LAYER = {"type": "list", "minlength": 1, "schema": FILE_ENTRY,
+               **_doc("Files, directories and links placed into the image (kind `files`).")}
+
+DEBIAN_LAYER = {
+    "type": "dict",
+    **_doc("A root filesystem from Debian packages (kind `debian`), resolved from the machine's "
+           "apt sources and pinned in the lock."),
+    "schema": {
+        "packages": {"type": "list", "required": True, "minlength": 1,
+                     "schema": {"type": "string", "regex": r"^[a-z0-9][a-z0-9+.-]+$"},
+                     **_doc("Package names; their dependencies are added by apt's resolver.")},
+        "essential": {"type": "boolean", "default": True,
+                      **_doc("Also install every `Essential: yes` package (a working `sh`, "
+                             "coreutils, …), as debootstrap's minbase does.", True)},
+        "recommends": {"type": "boolean", "default": False,
+                       **_doc("Install recommended packages too.", False)},
+        "exclude": {"type": "list", "schema": {"type": "string"}, "default": [],
+                    **_doc("Glob patterns of image paths left out of the layer "
+                           "(e.g. `/usr/share/doc/*`), like dpkg's path-exclude.", [])},
+    },
+}
+
+LAYER = {
+    "type": "dict",
+    "exactly_one_of": list(LAYER_KINDS),
+    "schema": {
+        "name": {"type": "string", "required": True, "regex": LAYER_NAME_RE,
+                 **_doc("The layer's name, unique in the image; the task is `layer:<image>/<name>`.")},
+        "comment": {"type": "string", **_doc("Shown as the layer's history entry.")},
+        "files": FILES_LAYER,
+        "debian": DEBIAN_LAYER,
+    },
+}
+
+IMAGE = {
+    "type": "dict",
+    "default": {},
+    **_doc("The image's name and configuration (the OCI image config)."),
+    "schema": {
+        "name": {"type": "string", "regex": NAME_RE,
+                 **_doc("Image name; the store tags it so, and `load` names it `<name>:<tag>`. "
+                        "Default: the recipe's file name without `.yaml`.")},
+        "tags": {"type": "list", "minlength": 1, "schema": {"type": "string", "regex": TAG_RE},
+                 "default": ["latest"], **_doc("Tags given to the image when loaded or pushed.", ["latest"])},
+        "env": {"type": "dict", "default": {}, "keysrules": {"type": "string", "regex": ENV_NAME_RE},
+                "valuesrules": {"type": "string", "coerce": to_text},
+                **_doc("Environment variables of the image's processes.", {})},
+        "labels": {"type": "dict", "default": {}, "keysrules": {"type": "string"},
+                   "valuesrules": {"type": "string", "coerce": to_text},
+                   **_doc("Config labels, e.g. `org.opencontainers.image.source`. "
+                          "`org.opencontainers.image.created` is added from `created`.", {})},
+        "ports": {"type": "list", "default": [],
+                  "schema": {"type": "string", "coerce": to_port, "regex": PORT_RE},
+                  **_doc("Exposed ports, `8080` or `8080/udp`.", [])},
+        "user": {"type": "string", "empty": False, **_doc("`user`, `uid` or `uid:gid` the processes run as.")},
+        "workdir": {"type": "string", "regex": r"^/.*", **_doc("Working directory (absolute).")},
+        "entrypoint": _command("Entrypoint argv; a string is split with shell quoting rules."),
+        "cmd": _command("Default arguments (argv); a string is split with shell quoting rules."),
+        "stop_signal": {"type": "string", "regex": SIGNAL_RE, **_doc("Signal that stops the container, e.g. `SIGINT`.")},
+        "created": {"type": "string",
+                    "regex": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$",
+                    **_doc("Creation time written into the config (RFC 3339, UTC). Default: "
+                           "`SOURCE_DATE_EPOCH`, or 1970-01-01T00:00:00Z, so builds are reproducible.")},
+        "architecture": {"type": "string", "allowed": ["amd64", "arm64"], "default": "amd64",
+                         **_doc("CPU architecture of the image.", "amd64")},
+        "compression": {"type": "string", "allowed": ["gzip", "zstd"], "default": "gzip",
+                        **_doc("Layer compression: gzip (ISA-L, level 1) reads everywhere; zstd "
+                               "(level 3) is smaller and needs Docker ≥ 23.", "gzip")},
+    },
+}
+
+RECIPE = {
+    "imports": {"type": "list", "default": [], "schema": {"type": "string", "empty": False},
+                **_doc("Modules merged into this file: a name (`debian-base` → "
+                       "`layers/debian-base.yaml`) or a path relative to this file.", [])},
+    "image": IMAGE,
+    "layers": {"type": "list", "default": [], "schema": LAYER,
+               **_doc("The image's layers, bottom first. Imported layers come before the "
+                      "importing file's.", [])},
+}
+
+
+class RecipeValidator(cerberus.Validator):
+    """Cerberus with the one rule the recipe needs beyond the built-ins."""
+
+    def _validate_exactly_one_of(self, constraint: list[str], field: str, value: Any) -> None:
+        """Exactly one of the named keys must be present (a tagged union without `oneof`).
+
+        The rule's arguments are validated against this schema:
+        {'type': 'list'}
+        """
+        if not isinstance(value, dict):
+            return
+        present = [key for key in constraint if key in value]
+        if len(present) != 1:
+            got = ", ".join(present) if present else "none"
+            self._error(field, f"needs exactly one of {', '.join(constraint)} (got {got})")
+
+
+def validator() -> RecipeValidator:
+    """A fresh validator for the recipe schema (unknown fields are errors)."""
+    return RecipeValidator(RECIPE, allow_unknown=False)

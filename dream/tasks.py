@@ -1,0 +1,223 @@
+"""Recipes → doit tasks. dodo.py re-exports the ``task_*`` creators from here.
+
+Tasks (``doit list --all``):
+  layer:<image>/<layer>  build one layer into the store (up to date when the store has its key)
+  build:<image>          assemble config + manifest from the layers, tag it in the store
+  lock:<image>           resolve outside inputs into recipes/<image>.lock.json
+  load:<image>           stream the built image into the Docker engine
+  verify, gc             check / clean the store
+
+A layer task is up to date exactly when the store holds a blob for its input key, so deleting
+doit's database costs a re-hash of the inputs, never a rebuild.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable
+
+from doit.exceptions import TaskFailed
+
+from dream.builders import BUILDERS, BuildContext
+from dream.errors import DreamError, UserErrors
+from dream.lock import locked_inputs, read_lock, write_lock
+from dream.oci.compress import CODECS
+from dream.oci.image import source_date_epoch, write_image
+from dream.oci.layer import build_layer, tree_size
+from dream.progress import bar
+from dream.recipe.load import load_recipe
+from dream.recipe.model import LayerSpec, Recipe
+from dream.store import Descriptor, Store, open_store
+from dream.store.layout import canonical_json, store_path
+
+RECIPE_DIR = "recipes"
+
+
+def load_recipes(root: Path) -> list[Recipe]:
+    """Every recipe under ``root/recipes``; all their errors are printed at once, then exit 1."""
+    recipes, errors = [], []
+    for path in sorted((root / RECIPE_DIR).glob("*.yaml")):
+        try:
+            recipes.append(load_recipe(path, root))
+        except UserErrors as exc:
+            errors.extend(exc.errors)
+        except DreamError as exc:
+            errors.append(exc)
+    if errors:
+        for error in errors:
+            print(error, file=sys.stderr)
+        raise SystemExit(1)
+    return recipes
+
+
+class LayerJob:
+    """One layer of one recipe: its input key (computed once, lazily) and how to build it."""
+
+    def __init__(self, recipe: Recipe, layer: LayerSpec, locks: Callable[[], dict[str, Any]]) -> None:
+        self.recipe, self.layer, self._locks = recipe, layer, locks
+        self.builder = BUILDERS[layer.kind]
+        self.codec = CODECS[recipe.image["compression"]]
+
+    def context(self, store: Store) -> BuildContext:
+        lock = locked_inputs(self.recipe, self.layer.name, self._locks())
+        return BuildContext(self.recipe, self.layer, lock, store)
+
+    @cached_property
+    def key(self) -> str:
+        inputs = self.builder.key_inputs(self.context(Store(store_path())))
+        material = {"kind": self.layer.kind, "builder": self.builder.version,
+                    "codec": self.codec.fingerprint, "mtime": source_date_epoch(), "inputs": inputs}
+        return hashlib.sha256(canonical_json(material)).hexdigest()
+
+    def built(self, store: Store) -> Descriptor | None:
+        return store.get_ref(self.key)
+
+    def build(self) -> dict[str, Any] | TaskFailed:
+        """The layer task's action: reuse the store's blob for this key, or build it."""
+        try:
+            store = open_store()
+            with store.lock("store", shared=True):
+                descriptor = self.built(store)
+                if descriptor is None:
+                    ctx = self.context(store)
+                    with ctx.scratch() as scratch:
+                        tree = self.builder.tree(ctx, scratch)
+                        label = f"{self.recipe.name}/{self.layer.name}"
+                        with bar(label, tree_size(tree)) as advance:
+                            descriptor = build_layer(tree, self.codec, source_date_epoch(), store, advance)
+                    store.put_ref(self.key, descriptor)
+                    print(f"{self.recipe.name}/{self.layer.name}: {descriptor.digest} "
+                          f"({descriptor.size:,} bytes)")
+            return {"digest": descriptor.digest, "key": self.key}
+        except DreamError as exc:
+            return TaskFailed(str(exc))
+
+    def uptodate(self, task: Any, values: Any) -> bool:
+        """Up to date when the store has this key; never raises (doit would print a traceback)."""
+        try:
+            return self.built(Store(store_path())) is not None
+        except (DreamError, OSError):
+            return False
+
+
+class ImageJob:
+    """One recipe: its layers' jobs and the image-level tasks."""
+
+    def __init__(self, recipe: Recipe) -> None:
+        self.recipe = recipe
+        self.layers = [LayerJob(recipe, layer, self.locks) for layer in recipe.layers]
+        self._locks: dict[str, Any] | None = None
+
+    def locks(self) -> dict[str, Any]:
+        if self._locks is None:
+            self._locks = read_lock(self.recipe)
+        return self._locks
+
+    def assemble(self) -> dict[str, Any] | TaskFailed:
+        try:
+            store = open_store()
+            with store.lock("store", shared=True):
+                layers = []
+                for job in self.layers:
+                    descriptor = job.built(store)
+                    if descriptor is None:
+                        raise DreamError(f"layer {job.layer.name} is missing from the store "
+                                         "(removed by a concurrent gc?); run the build again")
+                    layers.append((job.layer.name, job.layer.comment, descriptor))
+                manifest = write_image(store, self.recipe.image, layers)
+                store.tag(self.recipe.name, manifest)
+            print(f"{self.recipe.name}: {manifest.digest} "
+                  f"({sum(d.size for _, _, d in layers):,} bytes in {len(layers)} layers)")
+            return {"digest": manifest.digest}
+        except DreamError as exc:
+            return TaskFailed(str(exc))
+
+    def lock(self) -> None | TaskFailed:
+        try:
+            layers = write_lock(self.recipe)
+            count = sum(len(entry.get("packages", [])) for entry in layers.values())
+            print(f"{self.recipe.lock_path.name}: {len(layers)} layers, {count} packages pinned")
+            return None
+        except DreamError as exc:
+            return TaskFailed(str(exc))
+
+    def load(self) -> None | TaskFailed:
+        from dream.engine import load
+        try:
+            tags = load(open_store(), self.recipe.name, self.recipe.image["tags"])
+            print(f"loaded {', '.join(tags)}")
+            return None
+        except DreamError as exc:
+            return TaskFailed(str(exc))
+
+
+def image_jobs(root: Path | None = None) -> list[ImageJob]:
+    return [ImageJob(recipe) for recipe in load_recipes(root or Path.cwd())]
+
+
+def dodo_tasks(root: Path | None = None) -> dict[str, Callable[[], Any]]:
+    """The ``task_*`` functions for dodo.py, over every recipe under ``root/recipes``."""
+    jobs = image_jobs(root)
+
+    def task_layer() -> Any:
+        """build one layer into the store"""
+        for image in jobs:
+            for job in image.layers:
+                yield {"name": f"{image.recipe.name}/{job.layer.name}",
+                       "doc": f"{job.layer.kind} layer of {image.recipe.name}",
+                       "actions": [job.build], "uptodate": [job.uptodate], "verbosity": 2}
+
+    def task_build() -> Any:
+        """build an image into the store"""
+        for image in jobs:
+            name = image.recipe.name
+            yield {"name": name, "doc": f"build image {name} into the store",
+                   "actions": [image.assemble], "verbosity": 2,
+                   "task_dep": [f"layer:{name}/{job.layer.name}" for job in image.layers]}
+
+    def task_lock() -> Any:
+        """pin an image's outside inputs in recipes/<image>.lock.json"""
+        for image in jobs:
+            yield {"name": image.recipe.name, "doc": f"write {image.recipe.lock_path.name}",
+                   "actions": [image.lock], "verbosity": 2}
+
+    def task_load() -> Any:
+        """stream an image into the Docker engine"""
+        for image in jobs:
+            name = image.recipe.name
+            yield {"name": name, "doc": f"load {name} into the Docker engine",
+                   "actions": [image.load], "task_dep": [f"build:{name}"], "verbosity": 2}
+
+    return {"task_layer": task_layer, "task_build": task_build, "task_lock": task_lock,
+            "task_load": task_load, "task_verify": task_verify, "task_gc": task_gc}
+
+
+def task_verify() -> dict[str, Any]:
+    """re-hash every blob in the store and check every tagged image"""
+    from dream.store.maintenance import verify
+
+    def run() -> None | TaskFailed:
+        report = verify(open_store())
+        for problem in report.problems:
+            print(problem, file=sys.stderr)
+        print(f"verify: {report.checked} blobs re-hashed, {len(report.problems)} problems")
+        return TaskFailed(f"{len(report.problems)} problems in the store") if report.problems else None
+
+    return {"actions": [run], "verbosity": 2}
+
+
+def task_gc() -> dict[str, Any]:
+    """remove blobs that no tagged image uses"""
+    from dream.store.maintenance import gc
+
+    def run() -> None | TaskFailed:
+        report = gc(open_store())
+        if report.problems:
+            return TaskFailed("gc refused, the store is inconsistent: " + "; ".join(report.problems))
+        print(f"gc: removed {report.removed} blobs, freed {report.freed:,} bytes")
+        return None
+
+    return {"actions": [run], "verbosity": 2}
