@@ -61,4 +61,4 @@ def load(store: Store, name: str, tags: list[str]) -> list[str]:
         images = client.images.load(docker_archive(store, manifest, [f"{name}:{t}" for t in tags]))
     except DockerException as exc:
         raise DreamError(f"docker load failed: {exc}") from None
-    return [tag for image in images for tag in image.tags]
+    return sorted({tag for image in images for tag in image.tags})

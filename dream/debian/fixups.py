@@ -8,6 +8,7 @@ alternatives symlinks (`awk` …), and a dpkg database so that `dpkg -l` and apt
 from __future__ import annotations
 
 import os
+import posixpath
 import re
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ from dream.debian.unpack import Unpacked
 from dream.errors import DreamError
 from dream.oci.tree import DIR, FILE, HARDLINK, SYMLINK, Tree
 
-FIXUPS_VERSION = "1"
+FIXUPS_VERSION = "2"
 _ALTERNATIVE = re.compile(r"update-alternatives\s+--install\s+(\S+)\s+(\S+)\s+(\S+)\s+(\d+)((?:\s+--slave\s+\S+\s+\S+\s+\S+)*)")
 _SLAVE = re.compile(r"--slave\s+(\S+)\s+(\S+)\s+(\S+)")
 
@@ -83,6 +84,27 @@ def ca_bundle(tree: Tree) -> None:
     tree.add_bytes("etc/ssl/certs/ca-certificates.crt", bundle, 0o644)
     listing = "".join(path.removeprefix(prefix) + "\n" for path in certs).encode()
     tree.add_bytes("etc/ca-certificates.conf", listing, 0o644)
+    links = {posixpath.basename(path)[:-4] + ".pem": "/" + path for path in certs}
+    for name, target in links.items():
+        tree.add_symlink(f"etc/ssl/certs/{name}", target)
+    for hashed, name in _openssl_hashes(tree, links).items():
+        tree.add_symlink(f"etc/ssl/certs/{hashed}", name)
+
+
+def _openssl_hashes(tree: Tree, links: dict[str, str]) -> dict[str, str]:
+    """Subject-hash links (``5ad8a5d6.0`` → ``Foo.pem``) as `openssl rehash` makes them.
+
+    OpenSSL's default CA *directory* lookup (what Python's ssl module uses on Debian) needs them.
+    """
+    if shutil.which("openssl") is None:
+        raise DreamError("openssl not found: it is needed to index the CA certificates")
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, target in links.items():
+            Path(scratch, name).write_bytes(_read(tree.entries[target.lstrip("/")]))
+        run = subprocess.run(["openssl", "rehash", scratch], capture_output=True, text=True)
+        if run.returncode != 0:
+            raise DreamError(f"openssl rehash failed: {run.stderr.strip()}")
+        return {p.name: os.readlink(p) for p in Path(scratch).iterdir() if p.is_symlink()}
 
 
 def dpkg_database(tree: Tree, unpacked: Unpacked) -> None:

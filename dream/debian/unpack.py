@@ -38,12 +38,13 @@ def merged_usr(path: str) -> str:
 def unpack(debs: dict[str, Path], staging: Path) -> Unpacked:
     """Unpack every deb (in name order) into one tree; file bytes land under ``staging``."""
     result = Unpacked(Tree(), staging)
-    for top in MERGED_USR:
-        result.tree.add_symlink(top, f"usr/{top}")
     for number, (name, deb) in enumerate(sorted(debs.items())):
         result.control[name] = _deb_text(deb, "-f")
         result.postinst[name] = _control_member(deb, "postinst")
         result.files[name] = _unpack_one(deb, staging / str(number), result.tree)
+    for top in MERGED_USR:
+        if result.tree.get(f"usr/{top}") is not None:
+            result.tree.add_symlink(top, f"usr/{top}")
     return result
 
 
@@ -74,8 +75,7 @@ def _unpack_one(deb: Path, staging: Path, tree: Tree) -> list[str]:
                 path = merged_usr(original)
                 common = dict(mode=member.mode, uid=member.uid, gid=member.gid)
                 if member.isdir():
-                    if (existing := tree.get(path)) is None or existing.kind != SYMLINK:
-                        tree.add(Entry(path, DIR, **common))
+                    tree.add(Entry(path, DIR, **common))
                 elif member.isfile():
                     target = staging / str(number)
                     with archive.extractfile(member) as source, open(target, "wb") as out:  # type: ignore[union-attr]

@@ -3,6 +3,8 @@
 Rules (documented in docs/recipes.md):
 - mappings merge key by key, recursively;
 - lists append: the imported values first, in import order, then the importing file's;
+  except the lists that are one value (argv lists such as ``image.cmd``, ``image.tags``:
+  `ATOMIC`), which behave as scalars;
 - scalars (and a scalar meeting a list or mapping): the importing file wins over what it
   imports; two imports of the same file that set different values are a conflict, reported with
   both files, unless the importing file itself settles it.
@@ -17,6 +19,9 @@ from typing import Any
 
 from dream.errors import DreamError
 from dream.recipe.yamlsource import Lines, PathKey, dotted
+
+
+ATOMIC: set[PathKey] = {("image", "entrypoint"), ("image", "cmd"), ("image", "tags")}
 
 
 class Layer:
@@ -72,7 +77,7 @@ def _merge_value(a: Any, b: Any, la: Lines, lb: Lines, out: Lines, conflicts: Co
                 merged[key] = value
                 out.update(_subtree(lb, sub))
         return merged
-    if isinstance(a, list) and isinstance(b, list):
+    if isinstance(a, list) and isinstance(b, list) and path not in ATOMIC:
         shifted = _shift(_subtree(lb, path), path, len(a))
         shifted.pop(path, None)
         out.update(shifted)
