@@ -34,10 +34,10 @@ class Entry:
 
 def clean_path(path: str) -> str:
     """``/usr//bin/./x`` → ``usr/bin/x``; refuses paths that climb out of the root."""
-    normal = posixpath.normpath("/" + path.lstrip("/")).lstrip("/")
-    if normal in ("", "."):
+    normal = posixpath.normpath(path.lstrip("/")) if path.strip("/") else "."
+    if normal == ".":
         return ""
-    if normal.startswith("..") or "/../" in f"/{normal}/":
+    if normal == ".." or normal.startswith("../"):
         raise ValueError(f"path escapes the image root: {path}")
     return normal
 

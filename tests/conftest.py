@@ -1,0 +1,86 @@
+"""Shared fixtures: a throw-away dream project, and the rule for missing real components.
+
+A missing real component (docker, skopeo, umoci, apt) skips a test on a developer's machine but
+fails it in CI (``CI`` set): CI must prove the real thing works, never skip it silently.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def require(tool: str) -> str:
+    """The path of ``tool``; skip without it locally, fail without it in CI."""
+    found = shutil.which(tool)
+    if found:
+        return found
+    message = f"{tool} is not installed"
+    if os.environ.get("CI"):
+        pytest.fail(message + " (CI must have every real component)")
+    pytest.skip(message)
+
+
+def require_docker() -> None:
+    require("docker")
+    if subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
+        message = "the Docker engine is not running"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@dataclass
+class Project:
+    """A dream project in a temp dir: run `doit` in it, against its own store."""
+
+    root: Path
+    store: Path
+
+    def doit(self, *args: str, check: bool = True, env: dict[str, str] | None = None,
+             ) -> subprocess.CompletedProcess[str]:
+        run = subprocess.run([sys.executable, "-m", "doit", *args], cwd=self.root, text=True,
+                             capture_output=True, env={**os.environ, "DREAM_STORE": str(self.store),
+                                                       **(env or {})})
+        if check and run.returncode != 0:
+            raise AssertionError(f"doit {' '.join(args)} failed ({run.returncode}):\n{run.stdout}\n{run.stderr}")
+        return run
+
+    @staticmethod
+    def ran_layers(run: subprocess.CompletedProcess[str]) -> list[str]:
+        """The layer tasks doit executed (``.  layer:x``), not those up to date (``-- layer:x``)."""
+        return [line.split()[1] for line in run.stdout.splitlines() if line.startswith(".  layer:")]
+
+    def manifest_digest(self, name: str) -> str:
+        import json
+        index = json.loads((self.store / "index.json").read_text())
+        return next(m["digest"] for m in index["manifests"]
+                    if m["annotations"]["org.opencontainers.image.ref.name"] == name)
+
+
+def make_project(base: Path, recipes: dict[str, str] | None = None, with_demo: bool = True) -> Project:
+    """A project holding dodo.py, the repo's layers/ modules and (by default) the demo recipe."""
+    base.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "dodo.py", base / "dodo.py")
+    shutil.copytree(REPO / "layers", base / "layers")
+    (base / "recipes").mkdir()
+    if with_demo:
+        for name in ("python-app.yaml", "python-app.lock.json"):
+            shutil.copy(REPO / "recipes" / name, base / "recipes" / name)
+        shutil.copytree(REPO / "recipes" / "app", base / "recipes" / "app")
+    for name, text in (recipes or {}).items():
+        (base / "recipes" / name).write_text(text)
+    return Project(base, base / "store")
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    return make_project(tmp_path / "project")

@@ -1,0 +1,86 @@
+"""Malformed recipes: each gives one clear line with file, line and field; never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dream.errors import DreamError, UserErrors
+from dream.recipe.load import load_recipe
+
+FILES = {"app/x.txt": "x\n"}
+
+# (name, recipe text, extra module files, expected line, expected text in the message)
+CASES = [
+    ("wrong-type", "image:\n  name: a\n  env: [A, B]\n", {}, "bad.yaml:3: image.env", "must be a mapping"),
+    ("unknown-field", "image:\n  name: a\n  colour: red\n", {}, "bad.yaml:3: image.colour", "unknown field"),
+    ("unknown-top", "imagee: {}\n", {}, "bad.yaml:1: imagee", "unknown field"),
+    ("missing-import", "imports: [nope]\n", {}, "bad.yaml:1: imports", "import 'nope' not found"),
+    ("import-cycle", "imports: [parts/m1.yaml]\n",
+     {"parts/m1.yaml": "imports: [m2.yaml]\n", "parts/m2.yaml": "imports: [m1.yaml]\n"},
+     "parts/m2.yaml:1: imports", "import cycle: parts/m1.yaml -> parts/m2.yaml -> parts/m1.yaml"),
+    ("bad-yaml", "image:\n  name: [a\n  tags: x\n", {}, "bad.yaml:", "invalid YAML"),
+    ("layer-two-kinds", "layers:\n  - name: l\n    files: [{dest: /a, content: x}]\n    debian: {packages: [bash]}\n",
+     {}, "bad.yaml:2: layers[0]", "needs exactly one of files, debian (got files, debian)"),
+    ("mode-as-int", "layers:\n  - name: l\n    files:\n      - {dest: /a, content: x, mode: 644}\n", {},
+     "bad.yaml:4: layers[0].files[0].mode", 'quoted octal strings'),
+    ("relative-dest", "layers:\n  - name: l\n    files:\n      - {dest: a, content: x}\n", {},
+     "bad.yaml:4: layers[0].files[0].dest", "wrong form"),
+    ("missing-src", "layers:\n  - name: l\n    files:\n      - {dest: /a, src: nothing-here}\n", {},
+     "bad.yaml:4: layers[0].files[0].src", "no such file or directory: nothing-here"),
+    ("duplicate-key", "image:\n  name: a\n  name: b\n", {}, "bad.yaml:3: image", "duplicate key 'name'"),
+    ("bad-port", "image:\n  ports: [http]\n", {}, "bad.yaml:2: image.ports[0]", "wrong form"),
+    ("duplicate-layer", "layers:\n  - {name: l, files: [{dest: /a, content: x}]}\n  - {name: l, files: [{dest: /b, content: y}]}\n",
+     {}, "bad.yaml:3: layers[1].name", "used twice"),
+]
+
+
+def _write(tmp_path: Path, text: str, modules: dict[str, str]) -> Path:
+    recipes = tmp_path / "recipes"
+    recipes.mkdir(exist_ok=True)
+    (tmp_path / "layers").mkdir(exist_ok=True)
+    for name, body in modules.items():
+        (recipes / name).parent.mkdir(exist_ok=True)
+        (recipes / name).write_text(body)
+    path = recipes / "bad.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name,text,modules,where,message", CASES, ids=[c[0] for c in CASES])
+def test_one_clear_line(tmp_path: Path, name: str, text: str, modules: dict[str, str], where: str, message: str) -> None:
+    path = _write(tmp_path, text, modules)
+    with pytest.raises(DreamError) as caught:
+        load_recipe(path, tmp_path / "recipes")
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(where), lines[0]
+    assert message in lines[0], lines[0]
+
+
+def test_all_errors_at_once(tmp_path: Path) -> None:
+    path = _write(tmp_path, "image:\n  name: Bad Name\n  user: 5\nlayers:\n  - name: l\n", {})
+    with pytest.raises(UserErrors) as caught:
+        load_recipe(path, tmp_path / "recipes")
+    text = str(caught.value)
+    assert "bad.yaml:2: image.name" in text
+    assert "bad.yaml:3: image.user: must be a string" in text
+    assert "bad.yaml:5: layers[0]: needs exactly one of" in text
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[4], CASES[5]], ids=["wrong-type", "cycle", "bad-yaml"])
+def test_doit_prints_no_traceback(tmp_path: Path, case: tuple) -> None:  # type: ignore[type-arg]
+    _, text, modules, where, message = case
+    _write(tmp_path, text, modules)
+    repo = Path(__file__).resolve().parents[2]
+    (tmp_path / "dodo.py").write_text((repo / "dodo.py").read_text())
+    run = subprocess.run([sys.executable, "-m", "doit", "list"], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr + run.stdout
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("recipes/" + where), lines[0]
+    assert message.replace("parts/", "recipes/parts/") in lines[0]

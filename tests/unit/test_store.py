@@ -1,0 +1,71 @@
+"""The store: atomic content-addressed blobs, refs, tags, verify and gc."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from dream.oci.compress import CODECS
+from dream.oci.image import write_image
+from dream.oci.layer import build_layer
+from dream.oci.tree import Tree
+from dream.store import open_store
+from dream.store.maintenance import gc, verify
+
+
+def small_image(root: Path, text: bytes = b"hello"):  # type: ignore[no-untyped-def]
+    store = open_store(root)
+    tree = Tree()
+    tree.add_bytes("etc/hello", text)
+    layer = build_layer(tree, CODECS["gzip"], 0, store)
+    return store, layer, write_image(store, {"name": "x"}, [("l", "", layer)])
+
+
+def test_layer_blob_is_gzip_of_a_tar_with_the_recorded_diff_id(tmp_path: Path) -> None:
+    store, layer, _ = small_image(tmp_path / "s")
+    raw = subprocess.run(["gzip", "-dc", str(store.blob_path(layer.digest))], capture_output=True, check=True).stdout
+    import hashlib
+    assert "sha256:" + hashlib.sha256(raw).hexdigest() == layer.diffID
+    assert not any(store.tmp_dir.iterdir()), "no temporary file stays behind"
+
+
+def test_same_content_same_digest_in_two_stores(tmp_path: Path) -> None:
+    _, layer_a, manifest_a = small_image(tmp_path / "a")
+    _, layer_b, manifest_b = small_image(tmp_path / "b")
+    assert (layer_a.digest, manifest_a.digest) == (layer_b.digest, manifest_b.digest)
+
+
+def test_refs_answer_by_key_and_tags_replace(tmp_path: Path) -> None:
+    store, layer, manifest = small_image(tmp_path / "s")
+    store.put_ref("k" * 64, layer)
+    assert store.get_ref("k" * 64) == layer
+    assert store.get_ref("q" * 64) is None
+    store.tag("x", manifest)
+    store.tag("x", manifest)
+    assert len(store.index()["manifests"]) == 1
+    assert store.tagged("x").digest == manifest.digest  # type: ignore[union-attr]
+
+
+def test_verify_finds_a_corrupt_blob(tmp_path: Path) -> None:
+    store, layer, manifest = small_image(tmp_path / "s")
+    store.tag("x", manifest)
+    assert verify(store).problems == []
+    path = store.blob_path(layer.digest)
+    data = path.read_bytes()
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
+    problems = verify(store).problems
+    assert len(problems) == 1 and layer.digest.split(":")[1] in problems[0]
+
+
+def test_gc_keeps_what_tags_reach(tmp_path: Path) -> None:
+    store, _, manifest = small_image(tmp_path / "s")
+    store.tag("x", manifest)
+    _, orphan, _ = small_image(tmp_path / "s", b"other")  # built, never tagged
+    store.put_ref("o" * 64, orphan)
+    report = gc(store)
+    assert report.removed == 3  # the orphan's layer, config and manifest
+    assert not store.has_blob(orphan.digest)
+    assert store.get_ref("o" * 64) is None
+    assert verify(store).problems == []
+    assert json.loads((store.root / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
