@@ -140,9 +140,10 @@ class Store:
     def has_blob(self, digest: str, size: int | None = None) -> bool:
         path = self.blob_path(digest)
         try:
-            return size is None or path.stat().st_size == size
+            actual = path.stat().st_size
         except FileNotFoundError:
             return False
+        return size is None or actual == size
 
     @contextlib.contextmanager
     def blob_writer(self) -> Iterator[BlobWriter]:
