@@ -19,7 +19,7 @@ from dream.debian.unpack import Unpacked
 from dream.errors import DreamError
 from dream.oci.tree import DIR, FILE, HARDLINK, SYMLINK, Tree
 
-FIXUPS_VERSION = "2"
+FIXUPS_VERSION = "3"
 _ALTERNATIVE = re.compile(r"update-alternatives\s+--install\s+(\S+)\s+(\S+)\s+(\S+)\s+(\d+)((?:\s+--slave\s+\S+\s+\S+\s+\S+)*)")
 _SLAVE = re.compile(r"--slave\s+(\S+)\s+(\S+)\s+(\S+)")
 
@@ -41,7 +41,8 @@ def accounts(tree: Tree) -> None:
     for name, entry in masters.items():
         if entry is None or tree.get(f"etc/{name}") is not None:
             continue
-        text = _read(entry)
+        # Passwords live in the shadow files, as after base-passwd's own `update-passwd`.
+        text = b"".join(_shadowed(line) + b"\n" for line in _read(entry).splitlines() if line)
         tree.add_bytes(f"etc/{name}", text, 0o644)
         shadow = "shadow" if name == "passwd" else "gshadow"
         lines = [line.split(b":")[0] for line in text.splitlines() if line]
@@ -51,6 +52,11 @@ def accounts(tree: Tree) -> None:
             body = b"".join(group + b":*::\n" for group in lines)
         shadow_gid = _group_id(text if name == "group" else b"", b"shadow")
         tree.add_bytes(f"etc/{shadow}", body, 0o640, 0, shadow_gid)
+
+
+def _shadowed(line: bytes) -> bytes:
+    fields = line.split(b":")
+    return b":".join([fields[0], b"x", *fields[2:]])
 
 
 def alternatives(tree: Tree, postinst: dict[str, str]) -> None:

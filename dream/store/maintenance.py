@@ -7,6 +7,7 @@ blobs no tag reaches, the refs whose blobs are gone, and temporary files a kille
 from __future__ import annotations
 
 import hashlib
+import shutil
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -87,7 +88,10 @@ def gc(store: Store) -> Report:
         for ref in store.refs.glob("*/*.json"):
             if store.get_ref(ref.stem) is None:
                 ref.unlink()
-        for temporary in store.tmp_dir.iterdir():
-            report.freed += temporary.stat().st_size
-            temporary.unlink()
+        for temporary in store.tmp_dir.iterdir():  # left by killed builds: none runs now
+            if temporary.is_dir():
+                shutil.rmtree(temporary)
+            else:
+                report.freed += temporary.stat().st_size
+                temporary.unlink()
     return report
