@@ -20,7 +20,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,10 +213,10 @@ class Dream:
 
 
 def steps_cached(output: str) -> str:
-    """How many Dockerfile steps a builder reused from its cache, e.g. '5/7 steps cached'."""
-    steps = len(re.findall(r"^STEP \d+|^Step \d+/\d+", output, re.M))
+    """How many Dockerfile steps after FROM (which is never "cached") a builder reused."""
+    steps = len(re.findall(r"^(?:STEP|Step) \d+/\d+ ?: (?!FROM)", output, re.M))
     cached = len(re.findall(r"Using cache", output))
-    return f"{cached}/{steps} steps cached"
+    return f"{cached}/{steps} steps after FROM cached"
 
 
 class Docker:
@@ -258,12 +257,20 @@ class Buildah:
         self.base = ["buildah", "--root", str(root / "root"), "--runroot", str(root / "runroot"),
                      "--storage-driver", "vfs"]
 
-    def pull_base(self, store: Path) -> Run:
-        """Copy the base image from the dream store (``oci:STORE:bench-base``) and tag it."""
-        pulled = run(self.base + ["pull", "--quiet", f"oci:{store}:{BASE}"])
+    def pull_base(self, store: Path) -> tuple[Run, str]:
+        """Copy the base image from the dream store (``oci:STORE:bench-base``) and tag it.
+
+        buildah names an image pulled from an OCI layout after the layout's *path*, which fails
+        when the path is not a valid reference (upper case, a trailing ``_``, ...); then the
+        copy that dream loaded into Docker is pulled instead."""
+        source = f"oci:{store}:{BASE}"
+        pulled = run(self.base + ["pull", "--quiet", source], check=False)
+        if pulled.rc != 0:
+            source = f"docker-daemon:{BASE_TAG}"
+            pulled = run(self.base + ["pull", "--quiet", source])
         image_id = pulled.output.strip().splitlines()[-1]
         run(self.base + ["tag", image_id, f"localhost/{BASE_TAG}"])
-        return pulled
+        return pulled, source
 
     def build(self, no_cache: bool = False) -> Outcome:
         cmd = self.base + ["bud", "--isolation", "chroot", "--network", "host", "--layers",
@@ -341,11 +348,16 @@ def benchmark(scratch: Scratch, runs: int, use_buildah: bool) -> tuple[list[Row]
                      f"took {setup.seconds:.1f} s")
         if "buildah" not in failed:
             try:
-                pulled = buildah.pull_base(dream.store)
-                notes.append(f"setup: buildah pull oci:<store>:{BASE} took {pulled.seconds:.1f} s")
+                pulled, source = buildah.pull_base(dream.store)
+                notes.append(f"setup: buildah pull {source.replace(str(dream.store), '<store>')} "
+                             f"took {pulled.seconds:.1f} s")
             except Exception as exc:  # noqa: BLE001
                 failed.add("buildah")
                 notes.append(f"buildah left out: pulling the base failed: {exc}")
+
+        floor = [dream.doit(scratch.app_project, "list").seconds for _ in range(3)]
+        notes.append(f"dream start-up floor (`doit list`: Python, doit, recipe loading, no "
+                     f"hashing): median {statistics.median(floor):.2f} s")
 
         builds = {"dream": lambda: dream.build(), "docker": lambda: docker.build(),
                   "buildah": lambda: buildah.build()}
@@ -422,7 +434,10 @@ def main() -> int:
     use_buildah = shutil.which("buildah") is not None
     out = REPO / "bench" / "out"
     out.mkdir(parents=True, exist_ok=True)
-    scratch = make_scratch(Path(tempfile.mkdtemp(prefix="run-", dir=out)), args.files, args.seed)
+    # Lower case, digits and dashes only: buildah turns the store's path into an image name.
+    root = out / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    root.mkdir()
+    scratch = make_scratch(root, args.files, args.seed)
     cache = os.environ.get("DREAM_CACHE") or "~/.cache/dream (default)"
     print(f"scratch: {scratch.root}\nDREAM_CACHE: {cache}: .debs already there are reused, "
           f"so 'cold' means an empty store, not an empty download cache\n"

@@ -9,6 +9,7 @@ and of file entries use one dict schema plus the custom rule ``exactly_one_of``.
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 from typing import Any
@@ -182,6 +183,11 @@ class RecipeValidator(cerberus.Validator):
             self._error(field, f"needs exactly one of {', '.join(constraint)} (got {got})")
 
 
+@functools.lru_cache(maxsize=1)
 def validator() -> RecipeValidator:
-    """A fresh validator for the recipe schema (unknown fields are errors)."""
+    """The validator for the recipe schema (unknown fields are errors).
+
+    Built once per process: cerberus checks the schema itself on construction, which costs
+    more than validating a recipe.
+    """
     return RecipeValidator(RECIPE, allow_unknown=False)
