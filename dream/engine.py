@@ -48,6 +48,15 @@ def docker_archive(store: Store, manifest: Descriptor, repo_tags: list[str]) -> 
     yield b"\0" * (2 * BLOCK_SIZE)
 
 
+def _check_zstd_support(store: Store, manifest: Descriptor, engine_version: str) -> None:
+    """Docker reads zstd layers from 23.0 on; older engines fail with a bare "unexpected EOF"."""
+    layers = store.read_json(manifest.digest)["layers"]
+    major = int(engine_version.split(".")[0]) if engine_version.split(".")[0].isdigit() else 0
+    if major < 23 and any(layer["mediaType"].endswith("+zstd") for layer in layers):
+        raise DreamError(f"this Docker engine ({engine_version}) cannot load zstd layers (Docker 23 "
+                         "or later can); set `image.compression: gzip` to load it here")
+
+
 def load(store: Store, name: str, tags: list[str]) -> list[str]:
     """Stream image ``name`` into the Docker engine as ``name:tag`` for each tag."""
     import docker  # imported here: only `load` needs the engine
@@ -58,6 +67,7 @@ def load(store: Store, name: str, tags: list[str]) -> list[str]:
         raise DreamError(f"no image {name!r} in the store; run `doit build:{name}`")
     try:
         client = docker.from_env()
+        _check_zstd_support(store, manifest, client.version().get("Version", "0"))
         images = client.images.load(docker_archive(store, manifest, [f"{name}:{t}" for t in tags]))
     except DockerException as exc:
         raise DreamError(f"docker load failed: {exc}") from None

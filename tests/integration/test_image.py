@@ -35,15 +35,15 @@ def test_loads_into_docker_and_runs(built: Project) -> None:
                               capture_output=True, text=True, check=True).stdout.strip()
     assert image_id == _manifest(built)["config"]["digest"]
     assert config["config"]["Env"][-1].startswith("PATH=")
-    out = subprocess.run(["docker", "run", "--rm", "--network", "none", "python-app:latest"],
+    out = subprocess.run(["docker", "run", "--pull", "never", "--rm", "--network", "none", "python-app:latest"],
                          capture_output=True, text=True, check=True).stdout
     assert out.startswith("hello from dream (Python 3.11")
     probe = ("import pathlib, ssl, sqlite3; print(pathlib.Path('/app/main.py').read_text().splitlines()[0]);"
              "print(len(ssl.create_default_context().get_ca_certs()) > 100 or ssl.create_default_context().cert_store_stats())")
-    out = subprocess.run(["docker", "run", "--rm", "--network", "none", "python-app:latest", "-c", probe],
+    out = subprocess.run(["docker", "run", "--pull", "never", "--rm", "--network", "none", "python-app:latest", "-c", probe],
                          capture_output=True, text=True, check=True).stdout.splitlines()
     assert out[0] == '"""The demo app of recipes/python-app.yaml: prints what the image put in place."""'
-    shell = subprocess.run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "sh", "python-app",
+    shell = subprocess.run(["docker", "run", "--pull", "never", "--rm", "--network", "none", "--entrypoint", "sh", "python-app",
                             "-c", "bash -c 'echo $BASH_VERSION' && awk 'BEGIN{print 7*6}' && getent passwd root"
                             " && dpkg-query -W python3"], capture_output=True, text=True, check=True).stdout.split("\n")
     assert shell[0].startswith("5.2") and shell[1] == "42" and shell[2].startswith("root:x:0:0")
