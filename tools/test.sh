@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for tool in dockerd:docker.io skopeo:skopeo umoci:umoci openssl:openssl; do
+for tool in dockerd:docker.io skopeo:skopeo umoci:umoci; do
   command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
 if ((${#need[@]})); then
