@@ -21,7 +21,7 @@ from dream.oci.tree import DIR, FILE, SYMLINK, Entry, Tree
 
 class FilesBuilder:
     kind = "files"
-    version = "1"
+    version = "2"
     needs_lock = False
 
     def tree(self, ctx: BuildContext, scratch: Path | None = None) -> Tree:
@@ -68,11 +68,17 @@ def _add_host_path(tree: Tree, source: Path, dest: str, mode: int | None, uid: i
         for name in sorted(dirnames + filenames):
             path = base / name
             relative = path.relative_to(source).as_posix()
-            if any(fnmatch.fnmatch(relative, pattern) for pattern in exclude):
+            if _excluded(relative, name, exclude):
                 if name in dirnames:
                     dirnames.remove(name)
                 continue
             tree.add(_entry(path, f"{dest.rstrip('/')}/{relative}", path.lstat(), mode, uid, gid))
+
+
+def _excluded(relative: str, name: str, patterns: list[str]) -> bool:
+    """A pattern with a ``/`` matches the path below ``src``; one without matches a name at any
+    depth (as in .gitignore), so ``__pycache__`` drops every such directory."""
+    return any(fnmatch.fnmatch(relative if "/" in pattern else name, pattern) for pattern in patterns)
 
 
 def _entry(path: Path, dest: str, info: os.stat_result, mode: int | None, uid: int, gid: int) -> Entry:

@@ -80,7 +80,8 @@ FILE_ENTRY = {
         "owner": {"type": "string", "regex": OWNER_RE,
                   **_doc("`uid:gid` for the entries this item adds; default `0:0`.", "0:0")},
         "exclude": {"type": "list", "schema": {"type": "string"}, "default": [],
-                    **_doc("Glob patterns (matched against the path below `src`) to leave out.", [])},
+                    **_doc("Glob patterns to leave out: with a `/`, matched against the path below `src`; "
+                           "without, against names at any depth (`__pycache__`).", [])},
     },
 }
 
