@@ -17,6 +17,7 @@ from typing import Any
 from dream.builders.base import BuildContext
 from dream.errors import DreamError
 from dream.oci.tree import DIR, FILE, SYMLINK, Entry, Tree
+from dream.store.layout import file_sha256
 
 
 class FilesBuilder:
@@ -97,8 +98,5 @@ def _content_hash(entry: Entry) -> str:
         return ""
     if entry.data is not None:
         return hashlib.sha256(entry.data).hexdigest()
-    digest = hashlib.sha256()
-    with open(entry.source, "rb") as handle:  # type: ignore[arg-type]
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+    assert entry.source is not None, entry.path
+    return file_sha256(entry.source)

@@ -7,7 +7,6 @@ live under dream's cache directory (``DREAM_CACHE``, default ``~/.cache/dream``)
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -17,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from dream.errors import DreamError
+from dream.store.layout import file_sha256
 
 _INST = re.compile(r"^Inst (\S+) \((\S+) .*\[([^\]]+)\]\)")
 
@@ -126,7 +126,7 @@ class Apt:
                 got = next(Path(scratch).glob(f"{package.name}_*.deb"), None)
                 if got is None:
                     raise DreamError(f"apt did not download {package.name}={package.version}")
-                digest = _sha256(got)
+                digest = file_sha256(got)
                 if digest != package.sha256:
                     raise DreamError(f"{package.name}={package.version}: sha256 {digest} does not "
                                      f"match the lock's {package.sha256}")
@@ -141,11 +141,3 @@ def _fields(stanza: str) -> dict[str, str]:
             key, _, value = line.partition(":")
             fields[key] = value.strip()
     return fields
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()

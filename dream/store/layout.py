@@ -52,6 +52,15 @@ class Descriptor:
                    annotations=data.get("annotations", {}), diffID=data.get("diffID", ""))
 
 
+def file_sha256(path: Path | str) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks (memory stays flat for any size)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def canonical_json(value: Any) -> bytes:
     """The one JSON spelling dream hashes and writes: sorted keys, no spaces, UTF-8."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

@@ -6,12 +6,11 @@ blobs no tag reaches, the refs whose blobs are gone, and temporary files a kille
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from dream.store.layout import Descriptor, Store
+from dream.store.layout import Descriptor, Store, file_sha256
 
 MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json",
                   "application/vnd.docker.distribution.manifest.v2+json")
@@ -27,14 +26,6 @@ class Report:
     removed: int = 0
     freed: int = 0
     problems: list[str] = field(default_factory=list)
-
-
-def hash_file(path, chunk: int = 1 << 20) -> str:  # type: ignore[no-untyped-def]
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while data := handle.read(chunk):
-            digest.update(data)
-    return "sha256:" + digest.hexdigest()
 
 
 def reachable(store: Store, problems: list[str] | None = None) -> set[str]:
@@ -66,7 +57,7 @@ def verify(store: Store) -> Report:
     report = Report()
     for path in sorted(store.blobs.iterdir()):
         report.checked += 1
-        actual = hash_file(path)
+        actual = "sha256:" + file_sha256(path)
         if actual != "sha256:" + path.name:
             report.problems.append(f"corrupt blob {path.name}: content hashes to {actual}")
     reachable(store, report.problems)
