@@ -45,12 +45,3 @@ CODECS = {
     "zstd": Codec("zstd", ZSTD_MEDIA_TYPE, f"zstandard-{zstandard.__version__}-libzstd-"
                   f"{'.'.join(map(str, zstandard.ZSTD_VERSION))}-3-mt"),
 }
-
-
-def decompressor(media_type: str):  # type: ignore[no-untyped-def]
-    """A streaming decompressor for a layer media type (for verification and export)."""
-    if media_type.endswith("+gzip"):
-        return isal_zlib.decompressobj(31)
-    if media_type.endswith("+zstd"):
-        return zstandard.ZstdDecompressor().decompressobj()
-    return None

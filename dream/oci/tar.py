@@ -9,7 +9,7 @@ default), no user or group names, no atime/ctime, no host-specific PAX records.
 from __future__ import annotations
 
 import tarfile
-from typing import Callable, Iterator
+from typing import Iterator
 
 from dream.oci.tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Entry
 
@@ -56,9 +56,3 @@ def tar_chunks(entries: list[Entry], mtime: int) -> Iterator[bytes]:
         if written % BLOCK_SIZE:
             yield b"\0" * (BLOCK_SIZE - written % BLOCK_SIZE)
     yield b"\0" * (2 * BLOCK_SIZE)
-
-
-def write_tar(entries: list[Entry], mtime: int, write: Callable[[bytes], object]) -> None:
-    """Stream the tar of ``entries`` into ``write``."""
-    for chunk in tar_chunks(entries, mtime):
-        write(chunk)

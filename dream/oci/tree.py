@@ -1,6 +1,6 @@
 """A layer's file tree before it becomes a tar: what goes where, with which metadata.
 
-Builders fill a `Tree`; `tar.write_tar` turns it into bytes. Keeping metadata here (and not on
+Builders fill a `Tree`; `tar.tar_chunks` turns it into bytes. Keeping metadata here (and not on
 disk) is what lets a non-root user build root-owned files, and what makes the result independent
 of the host's umask, uid and clock.
 """
