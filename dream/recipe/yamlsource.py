@@ -38,39 +38,50 @@ def read_yaml(path: Path, display: str) -> tuple[Any, Lines]:
         raise DreamError(f"invalid YAML: {problem}", Location(display, line)) from None
     except yaml.YAMLError as exc:
         raise DreamError(f"invalid YAML: {exc}", Location(display)) from None
-    lines: Lines = {}
     if node is None:
-        return None, lines
-    return _convert(node, (), display, lines), lines
+        return None, {}
+    reader = _NodeReader(display)
+    return reader.value(node, ()), reader.lines
 
 
-def _convert(node: yaml.Node, path: PathKey, display: str, lines: Lines) -> Any:
-    lines[path] = Location(display, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        result: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise DreamError("mapping keys must be plain scalars",
-                                 Location(display, key_node.start_mark.line + 1), dotted(path))
-            key = _scalar(key_node, display)
-            if key in result:
-                raise DreamError(f"duplicate key {key!r}",
-                                 Location(display, key_node.start_mark.line + 1), dotted(path))
-            result[key] = _convert(value_node, path + (key,), display, lines)
-            # A key's own line is more useful than its value's when the value spans lines.
-            lines[path + (key,)] = Location(display, key_node.start_mark.line + 1)
-        return result
-    if isinstance(node, yaml.SequenceNode):
-        return [_convert(item, path + (i,), display, lines) for i, item in enumerate(node.value)]
-    return _scalar(node, display)
+class _NodeReader:
+    """Turns one file's composed nodes into values, noting each value's line on the way.
 
+    One scalar constructor serves the whole file (a fresh one per scalar cost a loader's
+    set-up each time, on every doit start-up).
+    """
 
-def _scalar(node: yaml.Node, display: str) -> Any:
-    try:
-        return yaml.SafeLoader("").construct_object(node, deep=True)
-    except yaml.constructor.ConstructorError as exc:
-        raise DreamError(f"invalid YAML value: {exc.problem}",
-                         Location(display, node.start_mark.line + 1)) from None
+    def __init__(self, display: str) -> None:
+        self.display = display
+        self.lines: Lines = {}
+        self.constructor = yaml.constructor.SafeConstructor()
+
+    def at(self, node: yaml.Node) -> Location:
+        return Location(self.display, node.start_mark.line + 1)
+
+    def value(self, node: yaml.Node, path: PathKey) -> Any:
+        self.lines[path] = self.at(node)
+        if isinstance(node, yaml.MappingNode):
+            result: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise DreamError("mapping keys must be plain scalars", self.at(key_node), dotted(path))
+                key = self.scalar(key_node)
+                if key in result:
+                    raise DreamError(f"duplicate key {key!r}", self.at(key_node), dotted(path))
+                result[key] = self.value(value_node, path + (key,))
+                # A key's own line is more useful than its value's when the value spans lines.
+                self.lines[path + (key,)] = self.at(key_node)
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [self.value(item, path + (i,)) for i, item in enumerate(node.value)]
+        return self.scalar(node)
+
+    def scalar(self, node: yaml.Node) -> Any:
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError as exc:
+            raise DreamError(f"invalid YAML value: {exc.problem}", self.at(node)) from None
 
 
 def dotted(path: PathKey) -> str:
