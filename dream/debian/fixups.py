@@ -38,6 +38,8 @@ def accounts(tree: Tree) -> None:
     """/etc/passwd, group, shadow and gshadow from base-passwd's masters (its postinst's job)."""
     masters = {"passwd": tree.get("usr/share/base-passwd/passwd.master"),
                "group": tree.get("usr/share/base-passwd/group.master")}
+    group_master = masters["group"]
+    shadow_gid = _group_id(_read(group_master) if group_master else b"", b"shadow")
     for name, entry in masters.items():
         if entry is None or tree.get(f"etc/{name}") is not None:
             continue
@@ -50,7 +52,6 @@ def accounts(tree: Tree) -> None:
             body = b"".join(user + b":*:0:0:99999:7:::\n" for user in lines)
         else:
             body = b"".join(group + b":*::\n" for group in lines)
-        shadow_gid = _group_id(text if name == "group" else b"", b"shadow")
         tree.add_bytes(f"etc/{shadow}", body, 0o640, 0, shadow_gid)
 
 
