@@ -158,11 +158,17 @@ def _normalize(path: Path, display: str, doc: dict[str, Any], lines: Lines, root
         if kind == "files":
             spec = [_file_entry(item, ("layers", index, "files", i), lines, root, errors)
                     for i, item in enumerate(spec)]
+        elif kind == "home":
+            spec = dict(spec, gid=spec.get("gid", spec["uid"]),
+                        home=spec.get("home", f"/home/{spec['user']}"),
+                        files=[_file_entry(item, ("layers", index, "home", "files", i), lines, root, errors)
+                               for i, item in enumerate(spec["files"])])
         layers.append(LayerSpec(name=layer["name"], kind=kind, spec=spec,
                                 comment=layer.get("comment", ""), location=where))
     if errors:
         raise UserErrors(errors)
-    return Recipe(path=path, display=display, name=image["name"], image=image, layers=layers)
+    return Recipe(path=path, display=display, name=image["name"], image=image, layers=layers,
+                  python=doc["python"])
 
 
 def _file_entry(item: dict[str, Any], at: PathKey, lines: Lines, root: Path,

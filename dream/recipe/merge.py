@@ -5,6 +5,9 @@ Rules (documented in docs/recipes.md):
 - lists append: the imported values first, in import order, then the importing file's;
   except the lists that are one value (argv lists such as ``image.cmd``, ``image.tags``:
   `ATOMIC`), which behave as scalars;
+- ``layers`` are matched by name: a layer whose name a lower file already uses is merged into
+  that layer (at its place) by these same rules, so a module can add packages to the base
+  system's layer instead of making a second one;
 - scalars (and a scalar meeting a list or mapping): the importing file wins over what it
   imports; two imports of the same file that set different values are a conflict, reported with
   both files, unless the importing file itself settles it.
@@ -77,6 +80,8 @@ def _merge_value(a: Any, b: Any, la: Lines, lb: Lines, out: Lines, conflicts: Co
                 merged[key] = value
                 out.update(_subtree(lb, sub))
         return merged
+    if path == ("layers",) and isinstance(a, list) and isinstance(b, list):
+        return _merge_layers(a, b, la, lb, out, conflicts)
     if isinstance(a, list) and isinstance(b, list) and path not in ATOMIC:
         shifted = _shift(_subtree(lb, path), path, len(a))
         shifted.pop(path, None)
@@ -93,3 +98,28 @@ def _merge_value(a: Any, b: Any, la: Lines, lb: Lines, out: Lines, conflicts: Co
         del out[key]
     out.update(_subtree(lb, path))
     return b
+
+
+def _merge_layers(a: list[Any], b: list[Any], la: Lines, lb: Lines, out: Lines,
+                  conflicts: Conflicts | None) -> list[Any]:
+    """Append ``b``'s layers to ``a``'s, merging each one whose name ``a`` already has into it."""
+    merged = list(a)
+    index_of = {item["name"]: i for i, item in enumerate(a)
+                if isinstance(item, dict) and isinstance(item.get("name"), str)}
+    for j, item in enumerate(b):
+        name = item.get("name") if isinstance(item, dict) else None
+        source = ("layers", j)
+        if isinstance(name, str) and name in index_of:
+            i = index_of[name]
+            moved = _move(lb, source, ("layers", i))
+            merged[i] = _merge_value(merged[i], item, la, moved, out, conflicts, ("layers", i))
+        else:
+            out.update(_move(lb, source, ("layers", len(merged))))
+            merged.append(item)
+    return merged
+
+
+def _move(lines: Lines, source: PathKey, target: PathKey) -> Lines:
+    """The locations below ``source`` re-keyed below ``target``."""
+    n = len(source)
+    return {target + key[n:]: loc for key, loc in lines.items() if key[:n] == source}

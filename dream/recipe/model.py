@@ -33,6 +33,7 @@ class Recipe:
     name: str
     image: dict[str, Any]
     layers: list[LayerSpec] = field(default_factory=list)
+    python: dict[str, Any] = field(default_factory=dict)
 
     @property
     def lock_path(self) -> Path:

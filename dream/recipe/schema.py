@@ -24,7 +24,8 @@ MODE_RE = r"^0?[0-7]{3,4}$"
 OWNER_RE = r"^\d+:\d+$"
 SIGNAL_RE = r"^(SIG[A-Z0-9+-]+|\d+)$"
 PORT_RE = r"^\d{1,5}(/(tcp|udp|sctp))?$"
-LAYER_KINDS = ("files", "debian")
+LAYER_KINDS = ("files", "debian", "cuda", "python", "home")
+USER_RE = r"^[a-z_][a-z0-9_-]{0,31}$"
 
 
 def split_command(value: Any) -> Any:
@@ -107,6 +108,117 @@ DEBIAN_LAYER = {
     },
 }
 
+CUDA_COMPONENTS = (
+    # extras of NVIDIA's `cuda-toolkit` meta-package, which pins mutually compatible wheels
+    "cudart", "nvrtc", "cublas", "cufft", "curand", "cusolver", "cusparse", "nvjitlink",
+    "cupti", "nvtx", "cufile", "npp", "nvjpeg", "nvcc", "cccl", "nvfatbin", "nvml",
+    # separate wheel families, versioned on their own
+    "cudnn", "nccl", "cusparselt", "nvshmem",
+)
+
+SIZE = {"type": "integer", "min": 0}
+
+CUDA_LAYER = {
+    "type": "dict",
+    **_doc("CUDA libraries from NVIDIA's PyPI wheels (kind `cuda`), installed into the Python "
+           "site directory (so frameworks find `nvidia.*`) with `/usr/local/cuda/lib64` links, an "
+           "`ld.so.conf.d` entry and the env the NVIDIA container runtime reads. Each wheel of at "
+           "least `min_layer_size` bytes becomes a layer of its own, `<layer>-<component>`; the "
+           "rest, the links and `dream-cuda-env` (the driver finder) form `<layer>`."),
+    "schema": {
+        "version": {"type": "string", "required": True, "regex": r"^1[23](\.\d+)?$",
+                    **_doc("CUDA version: `12`, `12.9`, `13`, `13.0` … (the newest matching "
+                           "`cuda-toolkit` release is locked).")},
+        "components": {"type": "list", "required": True, "minlength": 1,
+                       "schema": {"type": "string", "coerce": lambda v: "cudart" if v == "runtime" else v,
+                                  "allowed": list(CUDA_COMPONENTS)},
+                       **_doc("Components: " + ", ".join(f"`{c}`" for c in CUDA_COMPONENTS)
+                              + " (`runtime` means `cudart`). Their wheel dependencies come too.")},
+        "min_layer_size": {**SIZE, "default": 16_000_000,
+                           **_doc("Wheels at least this big (bytes, as downloaded) get a layer "
+                                  "of their own.", 16_000_000)},
+    },
+}
+
+PYTHON_LAYER = {
+    "type": "dict",
+    **_doc("A Python environment from a lock of wheels (kind `python`), installed into the "
+           "Debian interpreter's site directory without running anything in the image. Split "
+           "rule: every distribution whose wheel is at least `min_layer_size` bytes gets its own "
+           "layer, `<layer>-<name>`, ordered by name; all smaller ones share `<layer>`, the top "
+           "one. Wheels that a `cuda` layer of the image provides are not installed again."),
+    "schema": {
+        "requirements": {"type": "list", "required": True, "minlength": 1,
+                         "schema": {"type": "string", "empty": False},
+                         **_doc("Requirement specifiers (PEP 508), e.g. `numpy>=2`, `cupy-cuda12x`.")},
+        "min_layer_size": {**SIZE, "default": 16_000_000,
+                           **_doc("Wheels at least this big (bytes, as downloaded) get a layer "
+                                  "of their own.", 16_000_000)},
+    },
+}
+
+HOME_FILE = {
+    "type": "dict",
+    "exactly_one_of": ["src", "content"],
+    "schema": {
+        "path": {"type": "string", "required": True, "regex": r"^[^/].*",
+                 **_doc("Path relative to the home directory, e.g. `.bashrc`.")},
+        "src": {"type": "string", "empty": False,
+                **_doc("A host file, relative to the YAML file that names it.")},
+        "content": {"type": "string", **_doc("The file's text, inline.")},
+        "mode": {"type": "string", "regex": MODE_RE, **_doc("Octal permission bits; default 0644.")},
+    },
+}
+
+HOME_LAYER = {
+    "type": "dict",
+    **_doc("A user and its home (kind `home`): the account is added to the accounts of the "
+           "image's Debian layers (passwd, group, shadow, gshadow), the home directory and "
+           "dotfiles are owned by the user. Tools come from Debian packages: add them to the "
+           "`debian` layer of the same name (see docs/gpu-images.md)."),
+    "schema": {
+        "user": {"type": "string", "required": True, "regex": USER_RE, **_doc("Login name.")},
+        "uid": {"type": "integer", "min": 1, "max": 2**31 - 1, "default": 1000,
+                **_doc("User id.", 1000)},
+        "gid": {"type": "integer", "min": 1, "max": 2**31 - 1,
+                **_doc("Primary group id; a group named like the user is made. Default: the uid.")},
+        "shell": {"type": "string", "regex": r"^/.*", "default": "/bin/bash",
+                  **_doc("Login shell.", "/bin/bash")},
+        "home": {"type": "string", "regex": r"^/.*", **_doc("Home directory. Default: `/home/<user>`.")},
+        "groups": {"type": "list", "default": [], "schema": {"type": "string", "regex": USER_RE},
+                   **_doc("Supplementary groups; each must exist in the base system "
+                          "(e.g. `sudo`, `video`).", [])},
+        "sudo": {"type": "boolean", "default": False,
+                 **_doc("Let the user run any command with sudo without a password "
+                        "(`/etc/sudoers.d/<user>`; needs the `sudo` package).", False)},
+        "env": {"type": "dict", "default": {}, "keysrules": {"type": "string", "regex": ENV_NAME_RE},
+                "valuesrules": {"type": "string", "coerce": to_text},
+                **_doc("Environment of the user's shells, written to `~/.config/dream/env.sh`, "
+                       "which `.profile` and `.bashrc` read.", {})},
+        "files": {"type": "list", "default": [], "schema": HOME_FILE,
+                  **_doc("Dotfiles, owned by the user. Later entries replace earlier ones at the "
+                         "same path, so a recipe can override a module's `.bashrc`.", [])},
+    },
+}
+
+PYTHON = {
+    "type": "dict",
+    "default": {},
+    **_doc("The image's Python interpreter, for which `python` and `cuda` layers resolve and "
+           "install wheels."),
+    "schema": {
+        "version": {"type": "string", "regex": r"^3\.\d+$", "default": "3.11",
+                    **_doc("Interpreter version; a Debian layer must install `python<version>`.", "3.11")},
+        "platform": {"type": "string", "regex": r"^manylinux_\d+_\d+_(x86_64|aarch64)$",
+                     "default": "manylinux_2_36_x86_64",
+                     **_doc("Wheel platform tag of the image (glibc 2.36 is Debian 12).",
+                            "manylinux_2_36_x86_64")},
+        "prefix": {"type": "string", "regex": r"^/.*", "default": "/usr/local",
+                   **_doc("Install prefix: packages go to `<prefix>/lib/python<version>/dist-packages` "
+                          "(on Debian's `sys.path`), console scripts to `<prefix>/bin`.", "/usr/local")},
+    },
+}
+
 LAYER = {
     "type": "dict",
     "exactly_one_of": list(LAYER_KINDS),
@@ -116,6 +228,9 @@ LAYER = {
         "comment": {"type": "string", **_doc("Shown as the layer's history entry.")},
         "files": FILES_LAYER,
         "debian": DEBIAN_LAYER,
+        "cuda": CUDA_LAYER,
+        "python": PYTHON_LAYER,
+        "home": HOME_LAYER,
     },
 }
 
@@ -161,6 +276,7 @@ RECIPE = {
                 **_doc("Modules merged into this file: a name (`debian-base` → "
                        "`layers/debian-base.yaml`) or a path relative to this file.", [])},
     "image": IMAGE,
+    "python": PYTHON,
     "layers": {"type": "list", "default": [], "schema": LAYER,
                **_doc("The image's layers, bottom first. Imported layers come before the "
                       "importing file's.", [])},

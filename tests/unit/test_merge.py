@@ -86,3 +86,22 @@ def test_errors_in_a_module_point_at_the_module(tmp_path: Path) -> None:
     with pytest.raises(DreamError) as caught:
         load_recipe(recipe, tmp_path)
     assert str(caught.value).startswith("layers/bad.yaml:2: image.workdir:")
+
+
+def test_layers_with_the_same_name_merge_in_place(tmp_path: Path) -> None:
+    recipe = write(tmp_path, {
+        "layers/base.yaml": "layers:\n  - name: sys\n    comment: base\n    files: [{dest: /a, content: a}]\n"
+                            "  - name: other\n    files: [{dest: /o, content: o}]\n",
+        "layers/tools.yaml": "layers:\n  - name: sys\n    files: [{dest: /b, content: b}]\n",
+        "recipes/r.yaml": "imports: [base, tools]\nlayers:\n  - name: sys\n    files: [{dest: /c, mode: 644, content: c}]\n",
+    })
+    with pytest.raises(Exception) as info:
+        load_recipe(recipe, tmp_path)
+    # the merged layer keeps the importing file's line for its own bad field
+    assert "recipes/r.yaml:4: layers[0].files[2].mode" in str(info.value)
+    (tmp_path / "recipes/r.yaml").write_text(
+        "imports: [base, tools]\nlayers:\n  - name: sys\n    files: [{dest: /c, content: c}]\n")
+    loaded = load_recipe(recipe, tmp_path)
+    assert [layer.name for layer in loaded.layers] == ["sys", "other"]
+    assert [item["dest"] for item in loaded.layers[0].spec] == ["/a", "/b", "/c"]
+    assert loaded.layers[0].comment == "base"
