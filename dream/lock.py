@@ -62,7 +62,7 @@ def write_lock(recipe: Recipe) -> dict[str, Any]:
     for layer in recipe.layers:
         builder = BUILDERS[layer.kind]
         if builder.needs_lock:
-            entry = builder.lock(layer, recipe)
+            entry = builder.lock(layer, recipe, layers)
             layers[layer.name] = {"kind": layer.kind,
                                   "settings": settings_hash(builder.lock_inputs(layer, recipe)), **entry}
     text = json.dumps({"lockVersion": LOCK_VERSION, "image": recipe.name, "layers": layers},

@@ -21,7 +21,8 @@ from typing import Any, Callable
 
 from doit.exceptions import TaskFailed
 
-from dream.builders import BUILDERS, BuildContext
+from dream.builders import BUILDERS, BuildContext, Part
+from dream.builders.base import image_config_of, parts_of
 from dream.errors import DreamError, UserErrors
 from dream.lock import locked_inputs, read_lock, write_lock
 from dream.oci.compress import CODECS
@@ -54,22 +55,23 @@ def load_recipes(root: Path) -> list[Recipe]:
 
 
 class LayerJob:
-    """One layer of one recipe: its input key (computed once, lazily) and how to build it."""
+    """One image layer (a part of a recipe layer): its input key (computed once, lazily) and
+    how to build it."""
 
-    def __init__(self, recipe: Recipe, layer: LayerSpec, locks: Callable[[], dict[str, Any]]) -> None:
-        self.recipe, self.layer, self._locks = recipe, layer, locks
+    def __init__(self, image: ImageJob, layer: LayerSpec, part: Part | None, problem: DreamError | None = None) -> None:
+        self.image, self.layer, self.part, self.problem = image, layer, part, problem
+        self.name = part.name if part else layer.name
         self.builder = BUILDERS[layer.kind]
-        self.codec = CODECS[recipe.image["compression"]]
-
-    def context(self, store: Store) -> BuildContext:
-        lock = locked_inputs(self.recipe, self.layer.name, self._locks())
-        return BuildContext(self.recipe, self.layer, lock, store)
+        self.codec = CODECS[image.recipe.image["compression"]]
 
     @cached_property
     def key(self) -> str:
-        inputs = self.builder.key_inputs(self.context(Store(store_path())))
+        if self.part is None:
+            assert self.problem is not None
+            raise self.problem
         material = {"kind": self.layer.kind, "builder": self.builder.version,
-                    "codec": self.codec.fingerprint, "mtime": source_date_epoch(), "inputs": inputs}
+                    "codec": self.codec.fingerprint, "mtime": source_date_epoch(),
+                    "inputs": self.part.inputs()}
         return hashlib.sha256(canonical_json(material)).hexdigest()
 
     def built(self, store: Store) -> Descriptor | None:
@@ -82,14 +84,15 @@ class LayerJob:
             with store.lock("store", shared=True):
                 descriptor = self.built(store)
                 if descriptor is None:
-                    ctx = self.context(store)
+                    assert self.part is not None
+                    ctx = self.image.context(self.layer, store)
                     with ctx.scratch() as scratch:
-                        tree = self.builder.tree(ctx, scratch)
-                        label = f"{self.recipe.name}/{self.layer.name}"
+                        tree = self.part.tree(ctx, scratch)
+                        label = f"{self.image.recipe.name}/{self.name}"
                         with bar(label, tree_size(tree)) as advance:
                             descriptor = build_layer(tree, self.codec, source_date_epoch(), store, advance)
                     store.put_ref(self.key, descriptor)
-                    print(f"{self.recipe.name}/{self.layer.name}: {descriptor.digest} "
+                    print(f"{self.image.recipe.name}/{self.name}: {descriptor.digest} "
                           f"({descriptor.size:,} bytes)")
             return {"digest": descriptor.digest, "key": self.key}
         except DreamError as exc:
@@ -108,13 +111,49 @@ class ImageJob:
 
     def __init__(self, recipe: Recipe) -> None:
         self.recipe = recipe
-        self.layers = [LayerJob(recipe, layer, self.locks) for layer in recipe.layers]
         self._locks: dict[str, Any] | None = None
+        self.layers: list[LayerJob] = []
+        for layer in recipe.layers:
+            try:
+                parts = parts_of(BUILDERS[layer.kind], self.context(layer, Store(store_path())))
+                self.layers += [LayerJob(self, layer, part) for part in parts]
+            except DreamError as exc:  # e.g. no lock yet: the task fails and says so
+                self.layers.append(LayerJob(self, layer, None, exc))
 
     def locks(self) -> dict[str, Any]:
         if self._locks is None:
             self._locks = read_lock(self.recipe)
         return self._locks
+
+    def context(self, layer: LayerSpec, store: Store) -> BuildContext:
+        return BuildContext(self.recipe, layer, lambda: locked_inputs(self.recipe, layer.name, self.locks()),
+                            store, lambda: self.lower(layer))
+
+    def lower(self, layer: LayerSpec) -> list[tuple[str, Descriptor]]:
+        """Kind and descriptor of every built image layer below ``layer``."""
+        out = []
+        store = Store(store_path())
+        for job in self.layers:
+            if job.layer is layer:
+                break
+            descriptor = job.built(store)
+            if descriptor is None:
+                raise DreamError(f"layer {job.name} is not built yet")
+            out.append((job.layer.kind, descriptor))
+        return out
+
+    def config(self) -> dict[str, Any]:
+        """The recipe's image settings, over the env and labels its layers' builders add."""
+        image = dict(self.recipe.image)
+        env: dict[str, str] = {}
+        labels: dict[str, str] = {}
+        for layer in self.recipe.layers:
+            extra = image_config_of(BUILDERS[layer.kind], self.context(layer, Store(store_path())))
+            env.update(extra.get("env", {}))
+            labels.update(extra.get("labels", {}))
+        image["env"] = {**env, **image.get("env", {})}
+        image["labels"] = {**labels, **image.get("labels", {})}
+        return image
 
     def assemble(self) -> dict[str, Any] | TaskFailed:
         try:
@@ -124,10 +163,10 @@ class ImageJob:
                 for job in self.layers:
                     descriptor = job.built(store)
                     if descriptor is None:
-                        raise DreamError(f"layer {job.layer.name} is missing from the store "
+                        raise DreamError(f"layer {job.name} is missing from the store "
                                          "(removed by a concurrent gc?); run the build again")
-                    layers.append((job.layer.name, job.layer.comment, descriptor))
-                manifest = write_image(store, self.recipe.image, layers)
+                    layers.append((job.name, job.part.comment if job.part else "", descriptor))
+                manifest = write_image(store, self.config(), layers)
                 store.tag(self.recipe.name, manifest)
             print(f"{self.recipe.name}: {manifest.digest} "
                   f"({sum(d.size for _, _, d in layers):,} bytes in {len(layers)} layers)")
@@ -138,7 +177,7 @@ class ImageJob:
     def lock(self) -> None | TaskFailed:
         try:
             layers = write_lock(self.recipe)
-            count = sum(len(entry.get("packages", [])) for entry in layers.values())
+            count = sum(len(entry.get("packages", entry.get("wheels", []))) for entry in layers.values())
             print(f"{self.recipe.lock_path.name}: {len(layers)} layers, {count} packages pinned")
             return None
         except DreamError as exc:
@@ -166,9 +205,12 @@ def dodo_tasks(root: Path | None = None) -> dict[str, Callable[[], Any]]:
         """build one layer into the store"""
         for image in jobs:
             for job in image.layers:
-                yield {"name": f"{image.recipe.name}/{job.layer.name}",
+                below = image.layers[:image.layers.index(job)]
+                reads = getattr(job.builder, "reads_lower", False)
+                yield {"name": f"{image.recipe.name}/{job.name}",
                        "doc": f"{job.layer.kind} layer of {image.recipe.name}",
-                       "actions": [job.build], "uptodate": [job.uptodate], "verbosity": 2}
+                       "actions": [job.build], "uptodate": [job.uptodate], "verbosity": 2,
+                       "task_dep": [f"layer:{image.recipe.name}/{b.name}" for b in below] if reads else []}
 
     def task_build() -> Any:
         """build an image into the store"""
@@ -176,7 +218,7 @@ def dodo_tasks(root: Path | None = None) -> dict[str, Callable[[], Any]]:
             name = image.recipe.name
             yield {"name": name, "doc": f"build image {name} into the store",
                    "actions": [image.assemble], "verbosity": 2,
-                   "task_dep": [f"layer:{name}/{job.layer.name}" for job in image.layers]}
+                   "task_dep": [f"layer:{name}/{job.name}" for job in image.layers]}
 
     def task_lock() -> Any:
         """pin an image's outside inputs in recipes/<image>.lock.json"""

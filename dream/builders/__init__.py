@@ -1,9 +1,13 @@
 """Layer builders, one module per layer kind; `BUILDERS` maps a kind to its builder."""
 
-from dream.builders.base import BuildContext, Builder
+from dream.builders.base import BuildContext, Builder, Part
+from dream.builders.cuda import CudaBuilder
 from dream.builders.debian import DebianBuilder
 from dream.builders.files import FilesBuilder
+from dream.builders.home import HomeBuilder
+from dream.builders.python import PythonBuilder
 
-BUILDERS: dict[str, Builder] = {"files": FilesBuilder(), "debian": DebianBuilder()}
+BUILDERS: dict[str, Builder] = {"files": FilesBuilder(), "debian": DebianBuilder(), "cuda": CudaBuilder(),
+                                "python": PythonBuilder(), "home": HomeBuilder()}
 
-__all__ = ["BUILDERS", "BuildContext", "Builder"]
+__all__ = ["BUILDERS", "BuildContext", "Builder", "Part"]

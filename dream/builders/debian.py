@@ -23,7 +23,7 @@ class DebianBuilder:
         return {"packages": spec["packages"], "essential": spec["essential"],
                 "recommends": spec["recommends"], "architecture": recipe.image["architecture"]}
 
-    def lock(self, layer: LayerSpec, recipe: Recipe) -> Any:
+    def lock(self, layer: LayerSpec, recipe: Recipe, earlier: dict[str, Any]) -> Any:
         spec = layer.spec
         apt = Apt(recipe.image["architecture"])
         apt.update()

@@ -38,7 +38,7 @@ class FilesBuilder:
             elif "directory" in item:
                 tree.add_dir(dest, mode or 0o755, uid, gid)
             else:
-                _add_host_path(tree, Path(item["src"]), dest, mode, uid, gid, item["exclude"])
+                add_host_path(tree, Path(item["src"]), dest, mode, uid, gid, item["exclude"])
         return tree
 
     def key_inputs(self, ctx: BuildContext) -> Any:
@@ -49,11 +49,11 @@ class FilesBuilder:
     def lock_inputs(self, layer: Any, recipe: Any) -> Any:
         return None
 
-    def lock(self, layer: Any, recipe: Any) -> Any:
+    def lock(self, layer: Any, recipe: Any, earlier: Any) -> Any:
         return None
 
 
-def _add_host_path(tree: Tree, source: Path, dest: str, mode: int | None, uid: int, gid: int,
+def add_host_path(tree: Tree, source: Path, dest: str, mode: int | None, uid: int, gid: int,
                    exclude: list[str]) -> None:
     try:
         info = source.lstat()

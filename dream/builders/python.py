@@ -1,0 +1,59 @@
+"""`python` layers: a Python environment from a lock of wheels, split into image layers by size.
+
+Resolution is for the image's interpreter (version and platform from the recipe's ``python``
+section), never the host's. Wheels only: nothing is built and nothing runs inside the image.
+Distributions that the image's `cuda` layers already install are pinned to the same versions
+while resolving and then left out, so no wheel is installed twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dream.builders.base import BuildContext, Part
+from dream.builders.wheelset import lock_wheels, provided_by, wheel_parts
+from dream.errors import DreamError
+from dream.python.resolve import Wheel, resolve
+from dream.python.target import PythonTarget
+from dream.recipe.model import LayerSpec, Recipe
+
+
+class PythonBuilder:
+    kind = "python"
+    version = "1"
+    needs_lock = True
+
+    def lock_inputs(self, layer: LayerSpec, recipe: Recipe) -> Any:
+        from dream.builders import BUILDERS
+        below = [other for other in recipe.layers[:recipe.layers.index(layer)]
+                 if other.kind in ("cuda", "python")]
+        return {"requirements": layer.spec["requirements"], "min_layer_size": layer.spec["min_layer_size"],
+                "python": PythonTarget.of(recipe).key(),
+                "below": [BUILDERS[o.kind].lock_inputs(o, recipe) for o in below]}
+
+    def lock(self, layer: LayerSpec, recipe: Recipe, earlier: dict[str, Any]) -> Any:
+        target = PythonTarget.of(recipe)
+        _check_interpreter(layer, target, earlier)
+        below = [Wheel.from_dict(w) for entry in earlier.values() for w in entry.get("wheels", [])]
+        resolved = resolve(layer.spec["requirements"], target,
+                           constraints=[f"{w.name}=={w.version}" for w in below],
+                           what=f"the requirements of layer {layer.name!r}")
+        present = {w.name for w in below}
+        own = [w for w in resolved if w.name not in present]
+        locked, _ = lock_wheels(own, layer.spec["min_layer_size"], target, provided_by(earlier, target))
+        return {"python": target.version, "wheels": [w.as_dict() for w in locked]}
+
+    def parts(self, ctx: BuildContext) -> list[Part]:
+        wheels = [Wheel.from_dict(w) for w in ctx.lock["wheels"]]
+        return wheel_parts(ctx, wheels, ctx.layer.spec["min_layer_size"], lambda w: w.name)
+
+
+def _check_interpreter(layer: LayerSpec, target: PythonTarget, earlier: dict[str, Any]) -> None:
+    """A Debian layer below must install ``python<version>``, or the wheels would fit no one."""
+    debian = [entry for entry in earlier.values() if entry.get("kind") == "debian"]
+    if not debian:
+        return
+    wanted = f"python{target.version}"
+    if not any(p["name"] == wanted for entry in debian for p in entry["packages"]):
+        raise DreamError(f"no Debian layer below installs {wanted}; set `python.version` to the "
+                         "image's interpreter or add the package", layer.location, f"layers.{layer.name}")

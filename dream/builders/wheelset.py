@@ -1,0 +1,105 @@
+"""What `cuda` and `python` layers share: a locked set of wheels split into image layers.
+
+The split rule (documented in docs/gpu-images.md): every wheel of at least ``min_layer_size``
+bytes gets an image layer of its own, bottom first in name order; the smaller wheels share one
+layer on top. Big wheels (torch, cuBLAS, cuDNN …) rarely change, so their layers keep their
+digests while the small top layer absorbs everyday changes.
+
+No file may appear in two layers: at lock time every wheel's member list is compared with the
+wheels below it (in the image's layer order), and the paths already provided (such as the
+namespace file ``nvidia/__init__.py`` that every NVIDIA wheel ships) are recorded as ``drop``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from dream.builders.base import BuildContext, Part
+from dream.builders.files import add_host_path
+from dream.oci.tree import Tree
+from dream.python.resolve import Wheel
+from dream.python.target import PythonTarget
+from dream.python.wheels import fetch, install_wheel, wheel_files
+
+INSTALL_VERSION = "1"  # bump when the same wheels would install to other bytes
+
+
+def split(wheels: list[Wheel], min_size: int) -> list[tuple[Wheel | None, list[Wheel]]]:
+    """[(big wheel, [it]) …, (None, [small wheels])] in layer order (the last only if any)."""
+    big = sorted((w for w in wheels if w.size >= min_size), key=lambda w: w.name)
+    small = sorted((w for w in wheels if w.size < min_size), key=lambda w: w.name)
+    groups: list[tuple[Wheel | None, list[Wheel]]] = [(w, [w]) for w in big]
+    if small:
+        groups.append((None, small))
+    return groups
+
+
+def lock_wheels(wheels: list[Wheel], min_size: int, target: PythonTarget,
+                provided: set[str]) -> tuple[list[Wheel], set[str]]:
+    """Fetch ``wheels`` to learn their sizes and members; fill in ``size``, ``drop`` and
+    ``libs``. ``provided`` holds the image paths of the wheels below; the result adds these."""
+    paths = fetch(wheels, target)
+    sized = [Wheel(w.name, w.version, w.filename, w.sha256, paths[w.sha256].stat().st_size)
+             for w in wheels]
+    provided = set(provided)
+    locked = []
+    for _, group in split(sized, min_size):
+        for wheel in group:
+            files = wheel_files(paths[wheel.sha256], target)
+            drop = tuple(sorted(f for f in files if f in provided))
+            libs = tuple(sorted(f for f in files if _is_shared_library(f)))
+            provided.update(files)
+            locked.append(Wheel(wheel.name, wheel.version, wheel.filename, wheel.sha256,
+                                wheel.size, drop, libs))
+    return sorted(locked, key=lambda w: w.name), provided
+
+
+def _is_shared_library(path: str) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return name.startswith("lib") and (name.endswith(".so") or ".so." in name)
+
+
+def wheel_parts(ctx: BuildContext, wheels: list[Wheel], min_size: int,
+                short_name: Callable[[Wheel], str], extra_top: Callable[[Tree], None] | None = None,
+                extra_inputs: Any = None) -> list[Part]:
+    """One `Part` per group of `split`; ``extra_top`` adds files to the top (small-wheel) layer."""
+    target = PythonTarget.of(ctx.recipe)
+    groups = split(wheels, min_size)
+    if extra_top is not None and (not groups or groups[-1][0] is not None):
+        groups.append((None, []))
+    parts = []
+    for big, group in groups:
+        name = f"{ctx.layer.name}-{short_name(big)}" if big else ctx.layer.name
+        comment = (f"{big.name} {big.version}" if big
+                   else ctx.layer.comment or f"{len(group)} small wheels")
+        top = extra_top if big is None else None
+        inputs = {"install": INSTALL_VERSION, "target": target.key(),
+                  "wheels": [[w.name, w.version, w.sha256, list(w.drop)] for w in group],
+                  **({"extra": extra_inputs} if top else {})}
+        parts.append(Part(name, comment, lambda inputs=inputs: inputs,
+                          lambda c, scratch, group=group, top=top: _tree(group, target, scratch, top)))
+    return parts
+
+
+def _tree(group: list[Wheel], target: PythonTarget, scratch: Path,
+          extra_top: Callable[[Tree], None] | None) -> Tree:
+    paths = fetch(group, target)
+    root = scratch / "root"
+    for wheel in group:
+        install_wheel(paths[wheel.sha256], target, root)
+        for path in wheel.drop:
+            (root / path).unlink(missing_ok=True)
+    tree = Tree()
+    if root.exists():
+        add_host_path(tree, root, "/", None, 0, 0, [])
+    if extra_top is not None:
+        extra_top(tree)
+    return tree
+
+
+def provided_by(earlier: dict[str, Any], target: PythonTarget) -> set[str]:
+    """The image paths the wheels of lower layers' lock entries install."""
+    wheels = [Wheel.from_dict(w) for entry in earlier.values() for w in entry.get("wheels", [])]
+    paths = fetch(wheels, target)
+    return {f for w in wheels for f in wheel_files(paths[w.sha256], target)}

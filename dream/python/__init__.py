@@ -1,0 +1,1 @@
+"""Wheels for the image's interpreter: resolve (uv), fetch (pip), install (installer)."""

@@ -1,0 +1,48 @@
+"""The machine's package index settings, read from pip's configuration and handed to uv.
+
+uv does not read pip.conf, and dream must never name an index itself: whatever index, extra
+indexes, find-links and CA bundle pip is configured with (files or ``PIP_*`` variables) are
+what uv gets too.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import subprocess
+import sys
+
+
+@functools.lru_cache(maxsize=1)
+def pip_settings() -> dict[str, str]:
+    """``pip config list`` as a dict of option → value (the last definition wins, as in pip)."""
+    run = subprocess.run([sys.executable, "-m", "pip", "config", "list"],
+                         capture_output=True, text=True, check=False)
+    settings: dict[str, str] = {}
+    for line in run.stdout.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            settings[key.split(".", 1)[-1]] = value.strip().strip("'\"")
+    return settings
+
+
+def uv_index_args() -> list[str]:
+    """uv command-line options equal to pip's index configuration."""
+    settings = pip_settings()
+    args: list[str] = []
+    if settings.get("index-url"):
+        args += ["--index-url", settings["index-url"]]
+    for url in settings.get("extra-index-url", "").split():
+        args += ["--extra-index-url", url]
+    for link in settings.get("find-links", "").split():
+        args += ["--find-links", link]
+    return args
+
+
+def uv_environment() -> dict[str, str]:
+    """The environment for uv: pip's CA bundle (if any) as ``SSL_CERT_FILE``."""
+    env = dict(os.environ)
+    cert = pip_settings().get("cert")
+    if cert and "SSL_CERT_FILE" not in env:
+        env["SSL_CERT_FILE"] = cert
+    return env

@@ -1,0 +1,63 @@
+"""The interpreter inside the image that wheels are resolved for and installed into."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from dream.recipe.model import Recipe
+
+
+@dataclass(frozen=True)
+class PythonTarget:
+    """Version, wheel platform and install prefix: everything that decides which wheel fits
+    and where its files land. Never the host's interpreter: the image's may differ."""
+
+    version: str
+    platform: str
+    prefix: str
+
+    @classmethod
+    def of(cls, recipe: Recipe) -> PythonTarget:
+        settings = recipe.python
+        return cls(settings["version"], settings["platform"], settings["prefix"])
+
+    @property
+    def site(self) -> str:
+        """Debian's interpreter puts ``<prefix>/lib/pythonX.Y/dist-packages`` on ``sys.path``."""
+        return f"{self.prefix}/lib/python{self.version}/dist-packages"
+
+    @property
+    def interpreter(self) -> str:
+        """The shebang of console scripts: Debian's ``/usr/bin/pythonX.Y``."""
+        return f"/usr/bin/python{self.version}"
+
+    @property
+    def abi(self) -> str:
+        return "cp" + self.version.replace(".", "")
+
+    def scheme(self) -> dict[str, str]:
+        """installer's scheme: image paths for each part of a wheel."""
+        return {"purelib": self.site, "platlib": self.site, "scripts": f"{self.prefix}/bin",
+                "data": self.prefix, "headers": f"{self.prefix}/include/python{self.version}"}
+
+    def uv_platform(self) -> str:
+        """``manylinux_2_36_x86_64`` → ``x86_64-manylinux_2_36`` (uv's spelling)."""
+        tag, machine = re.fullmatch(r"(manylinux_\d+_\d+)_(x86_64|aarch64)", self.platform).groups()
+        return f"{machine}-{tag}"
+
+    def platforms(self) -> list[str]:
+        """Every platform tag the image accepts, newest first: pip does not expand
+        ``manylinux_2_36`` to the older glibc versions (and their legacy aliases) itself."""
+        tag, machine = re.fullmatch(r"manylinux_2_(\d+)_(x86_64|aarch64)", self.platform).groups()
+        legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
+        tags = []
+        for minor in range(int(tag), 4, -1):
+            tags.append(f"manylinux_2_{minor}_{machine}")
+            if minor in legacy and (machine == "x86_64" or minor == 17):
+                tags.append(f"{legacy[minor]}_{machine}")
+        return tags
+
+    def key(self) -> dict[str, Any]:
+        return {"version": self.version, "platform": self.platform, "prefix": self.prefix}

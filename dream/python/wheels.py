@@ -1,0 +1,114 @@
+"""Locked wheels on disk: fetched through pip (the machine's index settings), checked against
+the lock's sha256, cached by hash, and installed into a scratch root with `installer`.
+
+Nothing runs inside the image: installing a wheel is unpacking it, writing RECORD and
+INSTALLER, and generating console scripts whose shebang is the image's interpreter. No
+bytecode is compiled (pyc files embed nothing stable and Python makes them lazily).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+from installer import install
+from installer.destinations import SchemeDictionaryDestination
+from installer.sources import WheelFile
+
+from dream.debian.apt import cache_dir
+from dream.errors import DreamError
+from dream.python.resolve import Wheel
+from dream.python.target import PythonTarget
+from dream.store.layout import file_sha256
+
+INSTALLER_NAME = b"dream\n"
+
+
+def cached_path(wheel: Wheel, root: Path | None = None) -> Path:
+    return (root or cache_dir()) / "wheels" / wheel.sha256 / wheel.filename
+
+
+def fetch(wheels: list[Wheel], target: PythonTarget, root: Path | None = None) -> dict[str, Path]:
+    """Paths of the verified wheel files, by sha256; missing ones are downloaded in one pip run."""
+    missing = [w for w in wheels if not cached_path(w, root).is_file()]
+    if missing:
+        _download(missing, target, root)
+    return {w.sha256: cached_path(w, root) for w in wheels}
+
+
+def _download(wheels: list[Wheel], target: PythonTarget, root: Path | None) -> None:
+    cache = (root or cache_dir()) / "wheels"
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache, prefix="download-") as scratch:
+        base = Path(scratch)
+        (base / "requirements.txt").write_text(
+            "".join(f"{w.name}=={w.version} --hash=sha256:{w.sha256}\n" for w in wheels))
+        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+                   *(arg for tag in target.platforms() for arg in ("--platform", tag)),
+                   "--python-version", target.version,
+                   "--implementation", "cp", "--abi", target.abi, "--abi", "abi3", "--abi", "none",
+                   "--require-hashes", "-r", str(base / "requirements.txt"),
+                   "--dest", str(base / "out"), "--quiet", "--progress-bar", "off"]
+        run = subprocess.run(command, capture_output=True, text=True, check=False)
+        if run.returncode != 0:
+            detail = " ".join(line.strip() for line in run.stderr.strip().splitlines()[-4:])
+            raise DreamError(f"pip could not download the locked wheels: {detail}")
+        by_hash = {w.sha256: w for w in wheels}
+        for path in (base / "out").iterdir():
+            wheel = by_hash.pop(file_sha256(path), None)
+            if wheel is None or path.name != wheel.filename:
+                raise DreamError(f"pip downloaded {path.name}, which the lock does not name "
+                                 "with this sha256; run `doit lock:<image>` again")
+            destination = cached_path(wheel, root)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, destination)
+        if by_hash:
+            names = ", ".join(w.filename for w in by_hash.values())
+            raise DreamError(f"pip did not download {names}")
+
+
+def install_wheel(path: Path, target: PythonTarget, destdir: Path) -> None:
+    """Install one wheel under ``destdir`` as if ``destdir`` were the image root."""
+    destination = SchemeDictionaryDestination(
+        target.scheme(), interpreter=target.interpreter, script_kind="posix",
+        bytecode_optimization_levels=(), destdir=str(destdir))
+    with WheelFile.open(path) as source:
+        install(source, destination, additional_metadata={"INSTALLER": INSTALLER_NAME})
+
+
+def wheel_files(path: Path, target: PythonTarget) -> list[str]:
+    """The image paths (no leading slash) a wheel's archive members install to.
+
+    Reads only the zip's central directory: cheap even for an 800 MB wheel. Files in
+    ``<dist>.data/<scheme>/`` go to that scheme's directory, all others to the site directory.
+    """
+    scheme = target.scheme()
+    out = []
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            if name.endswith("/"):
+                continue
+            top, _, rest = name.partition("/")
+            if top.endswith(".data") and "/" in rest:
+                kind, _, inner = rest.partition("/")
+                base = scheme[kind]
+                if kind == "headers":
+                    base = f"{base}/{top.removesuffix('.data').rsplit('-', 1)[0]}"
+                out.append(f"{base}/{inner}".lstrip("/"))
+            else:
+                out.append(f"{scheme['purelib']}/{name}".lstrip("/"))
+    return out
+
+
+def shared_libraries(files: list[str]) -> list[str]:
+    """The ``lib*.so*`` files among ``files`` (what a dynamic linker can be pointed at)."""
+    return [f for f in files if os.path.basename(f).startswith("lib") and ".so" in os.path.basename(f)]
+
+
+def clear(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
