@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +60,11 @@ def locked_inputs(recipe: Recipe, layer_name: str, entries: dict[str, Any]) -> A
 def write_lock(recipe: Recipe) -> dict[str, Any]:
     """Resolve every lockable layer and write the lock file atomically."""
     layers: dict[str, Any] = {}
+    previous = _previous(recipe)
     for layer in recipe.layers:
         builder = BUILDERS[layer.kind]
         if builder.needs_lock:
-            entry = builder.lock(layer, recipe, layers)
+            entry = builder.lock(layer, recipe, layers, previous)
             layers[layer.name] = {"kind": layer.kind,
                                   "settings": settings_hash(builder.lock_inputs(layer, recipe)), **entry}
     text = json.dumps({"lockVersion": LOCK_VERSION, "image": recipe.name, "layers": layers},
@@ -71,6 +73,17 @@ def write_lock(recipe: Recipe) -> dict[str, Any]:
     temporary.write_text(text)
     temporary.replace(recipe.lock_path)
     return layers
+
+
+def _previous(recipe: Recipe) -> dict[str, Any]:
+    """The current lock's entries, which resolvers prefer to keep (so adding one requirement
+    does not move every other pin); empty when ``DREAM_LOCK_UPGRADE`` is set or none is readable."""
+    if os.environ.get("DREAM_LOCK_UPGRADE"):
+        return {}
+    try:
+        return read_lock(recipe)
+    except DreamError:
+        return {}
 
 
 def _shown(recipe: Recipe) -> str:

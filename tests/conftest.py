@@ -66,8 +66,10 @@ class Project:
                     if m["annotations"]["org.opencontainers.image.ref.name"] == name)
 
 
-def make_project(base: Path, recipes: dict[str, str] | None = None, with_demo: bool = True) -> Project:
-    """A project holding dodo.py, the repo's layers/ modules and (by default) the demo recipe."""
+def make_project(base: Path, recipes: dict[str, str] | None = None, with_demo: bool = True,
+                 with_gpu: bool = False) -> Project:
+    """A project holding dodo.py, the repo's layers/ modules and (by default) the demo recipe;
+    ``with_gpu`` adds the reference GPU recipe, its lock and its app."""
     base.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "dodo.py", base / "dodo.py")
     shutil.copytree(REPO / "layers", base / "layers")
@@ -76,6 +78,10 @@ def make_project(base: Path, recipes: dict[str, str] | None = None, with_demo: b
         for name in ("python-app.yaml", "python-app.lock.json"):
             shutil.copy(REPO / "recipes" / name, base / "recipes" / name)
         shutil.copytree(REPO / "recipes" / "app", base / "recipes" / "app")
+    if with_gpu:
+        for name in ("gpu-image.yaml", "gpu-image.lock.json"):
+            shutil.copy(REPO / "recipes" / name, base / "recipes" / name)
+        shutil.copytree(REPO / "recipes" / "gpu-app", base / "recipes" / "gpu-app")
     for name, text in (recipes or {}).items():
         (base / "recipes" / name).write_text(text)
     return Project(base, base / "store")

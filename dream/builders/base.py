@@ -71,9 +71,11 @@ class Builder(Protocol):
     def lock_inputs(self, layer: LayerSpec, recipe: Recipe) -> Any:
         """The settings the lock entry depends on; when they change, the lock is stale."""
 
-    def lock(self, layer: LayerSpec, recipe: Recipe, earlier: dict[str, Any]) -> Any:
-        """Resolve outside inputs (only for builders with ``needs_lock``); ``earlier`` holds the
-        lock entries of the layers below, already resolved."""
+    def lock(self, layer: LayerSpec, recipe: Recipe, earlier: dict[str, Any],
+             previous: dict[str, Any]) -> Any:
+        """Resolve outside inputs (only for builders with ``needs_lock``). ``earlier`` holds the
+        lock entries of the layers below, already resolved; ``previous`` the entries of the
+        lock being replaced, whose pins a resolver should keep where they still fit."""
 
 
 def parts_of(builder: Any, ctx: BuildContext) -> list[Part]:

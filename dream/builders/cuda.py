@@ -19,10 +19,10 @@ from importlib import resources
 from typing import Any
 
 from dream.builders.base import BuildContext, Part
-from dream.builders.wheelset import lock_wheels, provided_by, wheel_parts
+from dream.builders.wheelset import lock_wheels, pins, provided_by, resolve_keeping, wheel_parts
 from dream.oci.image import DEFAULT_PATH
 from dream.oci.tree import Tree
-from dream.python.resolve import Wheel, resolve
+from dream.python.resolve import Wheel
 from dream.python.target import PythonTarget
 from dream.recipe.model import LayerSpec, Recipe
 
@@ -58,10 +58,11 @@ class CudaBuilder:
         return {"version": spec["version"], "components": sorted(spec["components"]),
                 "min_layer_size": spec["min_layer_size"], "python": PythonTarget.of(recipe).key()}
 
-    def lock(self, layer: LayerSpec, recipe: Recipe, earlier: dict[str, Any]) -> Any:
+    def lock(self, layer: LayerSpec, recipe: Recipe, earlier: dict[str, Any],
+             previous: dict[str, Any]) -> Any:
         spec, target = layer.spec, PythonTarget.of(recipe)
-        wheels = resolve(requirements(spec["version"], spec["components"]), target,
-                         what=f"CUDA {spec['version']} ({', '.join(spec['components'])})")
+        wheels = resolve_keeping(requirements(spec["version"], spec["components"]), target, [],
+                                 pins(previous), f"CUDA {spec['version']} ({', '.join(spec['components'])})")
         locked, _ = lock_wheels(wheels, spec["min_layer_size"], target, provided_by(earlier, target))
         toolkit = next(w.version for w in locked if w.name == "cuda-toolkit")
         return {"cuda": toolkit, "wheels": [w.as_dict() for w in locked]}

@@ -23,7 +23,8 @@ class DebianBuilder:
         return {"packages": spec["packages"], "essential": spec["essential"],
                 "recommends": spec["recommends"], "architecture": recipe.image["architecture"]}
 
-    def lock(self, layer: LayerSpec, recipe: Recipe, earlier: dict[str, Any]) -> Any:
+    def lock(self, layer: LayerSpec, recipe: Recipe, earlier: dict[str, Any],
+             previous: dict[str, Any]) -> Any:
         spec = layer.spec
         apt = Apt(recipe.image["architecture"])
         apt.update()

@@ -49,7 +49,7 @@ class FilesBuilder:
     def lock_inputs(self, layer: Any, recipe: Any) -> Any:
         return None
 
-    def lock(self, layer: Any, recipe: Any, earlier: Any) -> Any:
+    def lock(self, layer: Any, recipe: Any, earlier: Any, previous: Any) -> Any:
         return None
 
 

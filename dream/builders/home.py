@@ -32,7 +32,7 @@ class HomeBuilder:
     def lock_inputs(self, layer: Any, recipe: Any) -> Any:
         return None
 
-    def lock(self, layer: Any, recipe: Any, earlier: Any) -> Any:
+    def lock(self, layer: Any, recipe: Any, earlier: Any, previous: Any) -> Any:
         return None
 
     def key_inputs(self, ctx: BuildContext) -> Any:

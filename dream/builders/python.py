@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from dream.builders.base import BuildContext, Part
-from dream.builders.wheelset import lock_wheels, provided_by, wheel_parts
+from dream.builders.wheelset import lock_wheels, pins, provided_by, resolve_keeping, wheel_parts
 from dream.errors import DreamError
-from dream.python.resolve import Wheel, resolve
+from dream.python.resolve import Wheel
 from dream.python.target import PythonTarget
 from dream.recipe.model import LayerSpec, Recipe
 
@@ -31,13 +31,14 @@ class PythonBuilder:
                 "python": PythonTarget.of(recipe).key(),
                 "below": [BUILDERS[o.kind].lock_inputs(o, recipe) for o in below]}
 
-    def lock(self, layer: LayerSpec, recipe: Recipe, earlier: dict[str, Any]) -> Any:
+    def lock(self, layer: LayerSpec, recipe: Recipe, earlier: dict[str, Any],
+             previous: dict[str, Any]) -> Any:
         target = PythonTarget.of(recipe)
         _check_interpreter(layer, target, earlier)
         below = [Wheel.from_dict(w) for entry in earlier.values() for w in entry.get("wheels", [])]
-        resolved = resolve(layer.spec["requirements"], target,
-                           constraints=[f"{w.name}=={w.version}" for w in below],
-                           what=f"the requirements of layer {layer.name!r}")
+        resolved = resolve_keeping(layer.spec["requirements"], target,
+                                   [f"{w.name}=={w.version}" for w in below], pins(previous),
+                                   f"the requirements of layer {layer.name!r}")
         present = {w.name for w in below}
         own = [w for w in resolved if w.name not in present]
         locked, _ = lock_wheels(own, layer.spec["min_layer_size"], target, provided_by(earlier, target))

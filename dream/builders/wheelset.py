@@ -18,7 +18,8 @@ from typing import Any, Callable
 from dream.builders.base import BuildContext, Part
 from dream.builders.files import add_host_path
 from dream.oci.tree import Tree
-from dream.python.resolve import Wheel
+from dream.errors import DreamError
+from dream.python.resolve import Wheel, resolve
 from dream.python.target import PythonTarget
 from dream.python.wheels import fetch, install_wheel, wheel_files
 
@@ -103,3 +104,21 @@ def provided_by(earlier: dict[str, Any], target: PythonTarget) -> set[str]:
     wheels = [Wheel.from_dict(w) for entry in earlier.values() for w in entry.get("wheels", [])]
     paths = fetch(wheels, target)
     return {f for w in wheels for f in wheel_files(paths[w.sha256], target)}
+
+
+def pins(entries: dict[str, Any]) -> list[str]:
+    """``name==version`` for every wheel in some lock entries."""
+    return sorted({f"{w['name']}=={w['version']}" for e in entries.values() for w in e.get("wheels", [])})
+
+
+def resolve_keeping(requirements: list[str], target: PythonTarget, constraints: list[str],
+                    previous: list[str], what: str) -> list[Wheel]:
+    """Resolve while keeping the previous lock's versions; where the requirements no longer
+    allow that (a raised minimum, say), resolve afresh. ``DREAM_LOCK_UPGRADE=1`` skips the
+    first try (see `dream.lock`)."""
+    if previous:
+        try:
+            return resolve(requirements, target, constraints + previous, what)
+        except DreamError:
+            pass
+    return resolve(requirements, target, constraints, what)

@@ -13,13 +13,14 @@ import re
 import shutil
 import subprocess
 import tempfile
+from typing import Any
 from pathlib import Path
 
 from dream.debian.unpack import Unpacked
 from dream.errors import DreamError
 from dream.oci.tree import DIR, FILE, HARDLINK, SYMLINK, Tree
 
-FIXUPS_VERSION = "3"
+FIXUPS_VERSION = "4"
 _ALTERNATIVE = re.compile(r"update-alternatives\s+--install\s+(\S+)\s+(\S+)\s+(\S+)\s+(\d+)((?:\s+--slave\s+\S+\s+\S+\s+\S+)*)")
 _SLAVE = re.compile(r"--slave\s+(\S+)\s+(\S+)\s+(\S+)")
 
@@ -30,6 +31,7 @@ def apply_fixups(unpacked: Unpacked) -> None:
     accounts(tree)
     alternatives(tree, unpacked.postinst)
     ca_bundle(tree)
+    pam_common(tree)
     dpkg_database(tree, unpacked)
     ld_cache(tree, unpacked.staging)
 
@@ -53,6 +55,53 @@ def accounts(tree: Tree) -> None:
         else:
             body = b"".join(group + b":*::\n" for group in lines)
         tree.add_bytes(f"etc/{shadow}", body, 0o640, 0, shadow_gid)
+
+
+PAM_TYPES = {"auth": "Auth", "account": "Account", "password": "Password", "session": "Session",
+             "session-noninteractive": "Session"}
+
+
+def pam_common(tree: Tree) -> None:
+    """/etc/pam.d/common-* from the profiles in /usr/share/pam-configs (pam-auth-update's job,
+    which libpam-runtime's postinst runs). Without them every PAM user (sudo, su, login, sshd)
+    fails with "unable to initialize PAM". Profiles with ``Default: yes`` are enabled, by
+    priority; a primary module that succeeds jumps over the rest of the primary block."""
+    profiles = []
+    for path in sorted(p for p in tree.entries if p.startswith("usr/share/pam-configs/")):
+        fields = _pam_profile(_read(tree.entries[path]).decode())
+        if fields.get("Default", "").lower() == "yes":
+            profiles.append(fields)
+    if not profiles:
+        return
+    profiles.sort(key=lambda f: -int(f.get("Priority", "0")))
+    for name, field in PAM_TYPES.items():
+        enabled = [f for f in profiles if field in f and not (
+            name == "session-noninteractive" and f.get("Session-Interactive-Only", "").lower() == "yes")]
+        primary = [line for f in enabled if f.get(f"{field}-Type") == "Primary" for line in f[field]]
+        additional = [line for f in enabled if f.get(f"{field}-Type") == "Additional" for line in f[field]]
+        kind = name.split("-")[0]
+        lines = [f"# /etc/pam.d/common-{name}: written by dream from /usr/share/pam-configs"]
+        for index, line in enumerate(primary):
+            lines.append(f"{kind}\t" + line.replace("success=end", f"success={len(primary) - index}"))
+        if not primary:
+            lines.append(f"{kind}\t[default=1]\t\t\tpam_permit.so")
+        lines += [f"{kind}\trequisite\t\t\tpam_deny.so", f"{kind}\trequired\t\t\tpam_permit.so"]
+        lines += [f"{kind}\t{line}" for line in additional]
+        tree.add_bytes(f"etc/pam.d/common-{name}", ("\n".join(lines) + "\n").encode())
+
+
+def _pam_profile(text: str) -> dict[str, Any]:
+    """A pam-configs profile: ``Field: value`` lines; indented lines are a field's module lines."""
+    fields: dict[str, Any] = {}
+    current = ""
+    for line in text.splitlines():
+        if line[:1] in (" ", "\t") and current:
+            fields.setdefault(current, []).append(line.strip())
+        elif ":" in line:
+            current, _, value = line.partition(":")
+            if value.strip():
+                fields[current] = value.strip()
+    return fields
 
 
 def _shadowed(line: bytes) -> bytes:
