@@ -35,6 +35,14 @@ CASES = [
     ("bad-port", "image:\n  ports: [http]\n", {}, "bad.yaml:2: image.ports[0]", "wrong form"),
     ("duplicate-layer", "layers:\n  - {name: l, files: [{dest: /a, content: x}]}\n  - {name: l, files: [{dest: /b, content: y}]}\n",
      {}, "bad.yaml:3: layers[1].name", "used twice"),
+    ("cuda-version", "layers:\n  - name: c\n    cuda: {version: '11.8', components: [cudart]}\n",
+     {}, "bad.yaml:3: layers[0].cuda.version", "wrong form"),
+    ("cuda-component", "layers:\n  - name: c\n    cuda:\n      version: '12'\n      components: [cudart, tensorrt]\n",
+     {}, "bad.yaml:5: layers[0].cuda.components[1]", "unallowed value tensorrt"),
+    ("home-user", "layers:\n  - name: h\n    home:\n      user: Dev\n",
+     {}, "bad.yaml:4: layers[0].home.user", "wrong form"),
+    ("python-requirements", "layers:\n  - name: p\n    python: {requirements: []}\n",
+     {}, "bad.yaml:3: layers[0].python.requirements", "min length is 1"),
 ]
 
 
