@@ -17,8 +17,8 @@ from typing import Any, Callable
 
 from dream.builders.base import BuildContext, Part
 from dream.builders.files import add_host_path
-from dream.oci.tree import Tree
 from dream.errors import DreamError
+from dream.oci.tree import Tree
 from dream.python.resolve import Wheel, resolve
 from dream.python.target import PythonTarget
 from dream.python.wheels import fetch, install_wheel, wheel_files

@@ -9,7 +9,6 @@ bytecode is compiled (pyc files embed nothing stable and Python makes them lazil
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -103,12 +102,3 @@ def wheel_files(path: Path, target: PythonTarget) -> list[str]:
             else:
                 out.append(f"{scheme['purelib']}/{name}".lstrip("/"))
     return out
-
-
-def shared_libraries(files: list[str]) -> list[str]:
-    """The ``lib*.so*`` files among ``files`` (what a dynamic linker can be pointed at)."""
-    return [f for f in files if os.path.basename(f).startswith("lib") and ".so" in os.path.basename(f)]
-
-
-def clear(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
