@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Set up and run dream's test suite on a fresh Debian machine (as root, like CI):
-# installs the real parts the tests use (Docker engine, skopeo, umoci), starts dockerd if it
-# is not running (and stops it again at the end), then runs pytest. Extra arguments go to pytest.
+# installs the real parts the tests use (Docker engine, skopeo, umoci, gcc for a stand-in CUDA
+# driver), starts dockerd if it is not running (and stops it again at the end), then runs
+# pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for tool in dockerd:docker.io skopeo:skopeo umoci:umoci; do
+for tool in dockerd:docker.io skopeo:skopeo umoci:umoci gcc:gcc; do
   command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
 if ((${#need[@]})); then
