@@ -63,7 +63,7 @@ class CudaBuilder:
         spec, target = layer.spec, PythonTarget.of(recipe)
         wheels = resolve_keeping(requirements(spec["version"], spec["components"]), target, [],
                                  pins(previous), f"CUDA {spec['version']} ({', '.join(spec['components'])})")
-        locked, _ = lock_wheels(wheels, spec["min_layer_size"], target, provided_by(earlier, target))
+        locked = lock_wheels(wheels, spec["min_layer_size"], target, provided_by(earlier, target))
         toolkit = next(w.version for w in locked if w.name == "cuda-toolkit")
         return {"cuda": toolkit, "wheels": [w.as_dict() for w in locked]}
 

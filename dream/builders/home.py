@@ -107,11 +107,11 @@ def _add_accounts(tree: Tree, spec: dict[str, Any], accounts: dict[str, list[lis
         raise DreamError(f"no such group in the base system: {', '.join(missing)}", where, path + ".groups")
     own_group = not any(entry[2] == str(gid) for entry in group)
     passwd = passwd + [[user, "x", str(uid), str(gid), user, spec["home"], spec["shell"]]]
-    group = [_with_member(entry, user, spec["groups"], 3) for entry in group]
+    group = [_with_member(entry, user, spec["groups"]) for entry in group]
     if own_group:
         group.append([user, "x", str(gid), ""])
     shadow = accounts["etc/shadow"] + [[user, "*", "0", "0", "99999", "7", "", "", ""]]
-    gshadow = [_with_member(entry, user, spec["groups"], 3) for entry in accounts["etc/gshadow"]]
+    gshadow = [_with_member(entry, user, spec["groups"]) for entry in accounts["etc/gshadow"]]
     if own_group and accounts["etc/gshadow"]:
         gshadow.append([user, "!", "", ""])
     shadow_gid = int(groups["shadow"][2]) if "shadow" in groups else 42
@@ -122,11 +122,12 @@ def _add_accounts(tree: Tree, spec: dict[str, Any], accounts: dict[str, list[lis
         tree.add_bytes("/etc/gshadow", _lines(gshadow), 0o640, 0, shadow_gid)
 
 
-def _with_member(entry: list[str], user: str, wanted: list[str], column: int) -> list[str]:
-    if entry[0] not in wanted or len(entry) <= column:
+def _with_member(entry: list[str], user: str, wanted: list[str]) -> list[str]:
+    """``entry`` with ``user`` added to its member list (the 4th field of group and gshadow)."""
+    if entry[0] not in wanted or len(entry) < 4:
         return entry
-    members = [m for m in entry[column].split(",") if m]
-    return entry[:column] + [",".join(members + [user])] + entry[column + 1:]
+    members = [m for m in entry[3].split(",") if m]
+    return entry[:3] + [",".join(members + [user])] + entry[4:]
 
 
 def _lines(entries: list[list[str]]) -> bytes:

@@ -41,7 +41,7 @@ class PythonBuilder:
                                    f"the requirements of layer {layer.name!r}")
         present = {w.name for w in below}
         own = [w for w in resolved if w.name not in present]
-        locked, _ = lock_wheels(own, layer.spec["min_layer_size"], target, provided_by(earlier, target))
+        locked = lock_wheels(own, layer.spec["min_layer_size"], target, provided_by(earlier, target))
         return {"python": target.version, "wheels": [w.as_dict() for w in locked]}
 
     def parts(self, ctx: BuildContext) -> list[Part]:

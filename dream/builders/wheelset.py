@@ -37,9 +37,9 @@ def split(wheels: list[Wheel], min_size: int) -> list[tuple[Wheel | None, list[W
 
 
 def lock_wheels(wheels: list[Wheel], min_size: int, target: PythonTarget,
-                provided: set[str]) -> tuple[list[Wheel], set[str]]:
+                provided: set[str]) -> list[Wheel]:
     """Fetch ``wheels`` to learn their sizes and members; fill in ``size``, ``drop`` and
-    ``libs``. ``provided`` holds the image paths of the wheels below; the result adds these."""
+    ``libs``. ``provided`` holds the image paths of the wheels below."""
     paths = fetch(wheels, target)
     sized = [Wheel(w.name, w.version, w.filename, w.sha256, paths[w.sha256].stat().st_size)
              for w in wheels]
@@ -53,7 +53,7 @@ def lock_wheels(wheels: list[Wheel], min_size: int, target: PythonTarget,
             provided.update(files)
             locked.append(Wheel(wheel.name, wheel.version, wheel.filename, wheel.sha256,
                                 wheel.size, drop, libs))
-    return sorted(locked, key=lambda w: w.name), provided
+    return sorted(locked, key=lambda w: w.name)
 
 
 def _is_shared_library(path: str) -> bool:

@@ -116,7 +116,9 @@ CUDA_COMPONENTS = (
     "cudnn", "nccl", "cusparselt", "nvshmem",
 )
 
-SIZE = {"type": "integer", "min": 0}
+MIN_LAYER_SIZE = {"type": "integer", "min": 0, "default": 16_000_000,
+                  **_doc("Wheels at least this big (bytes, as downloaded) get a layer of their own.",
+                         16_000_000)}
 
 CUDA_LAYER = {
     "type": "dict",
@@ -134,9 +136,7 @@ CUDA_LAYER = {
                                   "allowed": list(CUDA_COMPONENTS)},
                        **_doc("Components: " + ", ".join(f"`{c}`" for c in CUDA_COMPONENTS)
                               + " (`runtime` means `cudart`). Their wheel dependencies come too.")},
-        "min_layer_size": {**SIZE, "default": 16_000_000,
-                           **_doc("Wheels at least this big (bytes, as downloaded) get a layer "
-                                  "of their own.", 16_000_000)},
+        "min_layer_size": MIN_LAYER_SIZE,
     },
 }
 
@@ -151,9 +151,7 @@ PYTHON_LAYER = {
         "requirements": {"type": "list", "required": True, "minlength": 1,
                          "schema": {"type": "string", "empty": False},
                          **_doc("Requirement specifiers (PEP 508), e.g. `numpy>=2`, `cupy-cuda12x`.")},
-        "min_layer_size": {**SIZE, "default": 16_000_000,
-                           **_doc("Wheels at least this big (bytes, as downloaded) get a layer "
-                                  "of their own.", 16_000_000)},
+        "min_layer_size": MIN_LAYER_SIZE,
     },
 }
 
