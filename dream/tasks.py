@@ -5,6 +5,8 @@ Tasks (``doit list --all``):
   build:<image>          assemble config + manifest from the layers, tag it in the store
   lock:<image>           resolve outside inputs into recipes/<image>.lock.json
   load:<image>           stream the built image into the Docker engine
+  render:procfile        write a deployment's Procfile and .env (dream/services/tasks.py)
+  run:procfile           run a deployment under dream's supervisor
   verify, gc             check / clean the store
 
 A layer task is up to date exactly when the store holds a blob for its input key, so deleting
@@ -31,6 +33,7 @@ from dream.oci.layer import build_layer, tree_size
 from dream.progress import bar
 from dream.recipe.load import load_recipe
 from dream.recipe.model import LayerSpec, Recipe
+from dream.services.tasks import service_tasks
 from dream.store import Descriptor, Store, open_store
 from dream.store.layout import canonical_json, store_path
 
@@ -193,13 +196,16 @@ class ImageJob:
             return TaskFailed(str(exc))
 
 
-def image_jobs(root: Path | None = None) -> list[ImageJob]:
-    return [ImageJob(recipe) for recipe in load_recipes(root or Path.cwd())]
-
-
 def dodo_tasks(root: Path | None = None) -> dict[str, Callable[[], Any]]:
     """The ``task_*`` functions for dodo.py, over every recipe under ``root/recipes``."""
-    jobs = image_jobs(root)
+    root = root or Path.cwd()
+    recipes = load_recipes(root)
+    jobs = [ImageJob(recipe) for recipe in recipes if recipe.builds_image]
+    try:
+        services = service_tasks(recipes, root)
+    except DreamError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(1) from None
 
     def task_layer() -> Any:
         """build one layer into the store"""
@@ -234,7 +240,7 @@ def dodo_tasks(root: Path | None = None) -> dict[str, Callable[[], Any]]:
                    "actions": [image.load], "task_dep": [f"build:{name}"], "verbosity": 2}
 
     return {"task_layer": task_layer, "task_build": task_build, "task_lock": task_lock,
-            "task_load": task_load, "task_verify": task_verify, "task_gc": task_gc}
+            "task_load": task_load, "task_verify": task_verify, "task_gc": task_gc, **services}
 
 
 def task_verify() -> dict[str, Any]:

@@ -15,6 +15,8 @@ from dream.recipe.merge import Layer, merge
 from dream.recipe.model import LayerSpec, Recipe
 from dream.recipe.schema import LAYER_KINDS, validator
 from dream.recipe.yamlsource import Lines, PathKey, dotted, location_of, read_yaml
+from dream.services.model import Deployment
+from dream.services.model import normalize as normalize_services
 
 MODULE_DIR = "layers"
 
@@ -165,10 +167,33 @@ def _normalize(path: Path, display: str, doc: dict[str, Any], lines: Lines, root
                                for i, item in enumerate(spec["files"])])
         layers.append(LayerSpec(name=layer["name"], kind=kind, spec=spec,
                                 comment=layer.get("comment", ""), location=where))
+    deployments, problems = normalize_services(doc, image["name"], lines, root)
+    errors.extend(problems)
+    errors.extend(_check_services_layers(layers, deployments))
     if errors:
-        raise UserErrors(errors)
+        raise UserErrors(_sorted(errors))
     return Recipe(path=path, display=display, name=image["name"], image=image, layers=layers,
-                  python=doc["python"])
+                  python=doc["python"], deployments=deployments)
+
+
+def _check_services_layers(layers: list[LayerSpec], deployments: dict[str, Deployment]) -> list[DreamError]:
+    """A `services` layer names one of this recipe's deployments (or there is exactly one)."""
+    errors = []
+    for layer in layers:
+        if layer.kind != "services":
+            continue
+        wanted = layer.spec.get("deployment")
+        if wanted is None:
+            defaults = [d for d in deployments.values() if d.default] or list(deployments.values())
+            if len(defaults) != 1:
+                errors.append(DreamError(
+                    "name the deployment to put into the image (this recipe has "
+                    f"{', '.join(deployments) or 'none'})", layer.location, f"layers.{layer.name}.services"))
+        elif wanted not in deployments:
+            errors.append(DreamError(f"no deployment {wanted!r} in this recipe (it has "
+                                     f"{', '.join(deployments) or 'none'})", layer.location,
+                                     f"layers.{layer.name}.services.deployment"))
+    return errors
 
 
 def _file_entry(item: dict[str, Any], at: PathKey, lines: Lines, root: Path,

@@ -24,7 +24,16 @@ from dream.errors import DreamError
 from dream.recipe.yamlsource import Lines, PathKey, dotted
 
 
-ATOMIC: set[PathKey] = {("image", "entrypoint"), ("image", "cmd"), ("image", "tags")}
+ATOMIC: set[PathKey] = {("image", "entrypoint"), ("image", "cmd"), ("image", "tags"),
+                        ("services", "*", "command"), ("services", "*", "args"),
+                        ("services", "*", "readiness", "exec"), ("services", "*", "liveness", "exec"),
+                        ("deployments", "*", "services")}
+
+
+def _atomic(path: PathKey) -> bool:
+    """Whether the list at ``path`` is one value (``*`` in `ATOMIC` matches any name)."""
+    return any(len(path) == len(pattern) and all(p in ("*", k) for p, k in zip(pattern, path))
+               for pattern in ATOMIC)
 
 
 class Layer:
@@ -82,7 +91,7 @@ def _merge_value(a: Any, b: Any, la: Lines, lb: Lines, out: Lines, conflicts: Co
         return merged
     if path == ("layers",) and isinstance(a, list) and isinstance(b, list):
         return _merge_layers(a, b, la, lb, out, conflicts)
-    if isinstance(a, list) and isinstance(b, list) and path not in ATOMIC:
+    if isinstance(a, list) and isinstance(b, list) and not _atomic(path):
         shifted = _shift(_subtree(lb, path), path, len(a))
         shifted.pop(path, None)
         out.update(shifted)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dream.errors import Location
+from dream.services.model import Deployment
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,12 @@ class Recipe:
     image: dict[str, Any]
     layers: list[LayerSpec] = field(default_factory=list)
     python: dict[str, Any] = field(default_factory=dict)
+    deployments: dict[str, Deployment] = field(default_factory=dict)
+
+    @property
+    def builds_image(self) -> bool:
+        """A recipe with layers is an image; one without only holds deployments."""
+        return bool(self.layers)
 
     @property
     def lock_path(self) -> Path:

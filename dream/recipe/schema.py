@@ -16,6 +16,8 @@ from typing import Any
 
 import cerberus
 
+from dream.services.schema import DEPLOYMENTS, SERVICES, SERVICES_LAYER
+
 NAME_RE = r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$"
 LAYER_NAME_RE = r"^[a-z0-9][a-z0-9._-]*$"
 TAG_RE = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
@@ -24,7 +26,7 @@ MODE_RE = r"^0?[0-7]{3,4}$"
 OWNER_RE = r"^\d+:\d+$"
 SIGNAL_RE = r"^(SIG[A-Z0-9+-]+|\d+)$"
 PORT_RE = r"^\d{1,5}(/(tcp|udp|sctp))?$"
-LAYER_KINDS = ("files", "debian", "cuda", "python", "home")
+LAYER_KINDS = ("files", "debian", "cuda", "python", "home", "services")
 USER_RE = r"^[a-z_][a-z0-9_-]{0,31}$"
 
 
@@ -229,6 +231,7 @@ LAYER = {
         "cuda": CUDA_LAYER,
         "python": PYTHON_LAYER,
         "home": HOME_LAYER,
+        "services": SERVICES_LAYER,
     },
 }
 
@@ -277,7 +280,10 @@ RECIPE = {
     "python": PYTHON,
     "layers": {"type": "list", "default": [], "schema": LAYER,
                **_doc("The image's layers, bottom first. Imported layers come before the "
-                      "importing file's.", [])},
+                      "importing file's. A recipe without layers builds no image (it may still "
+                      "hold deployments).", [])},
+    "services": SERVICES,
+    "deployments": DEPLOYMENTS,
 }
 
 

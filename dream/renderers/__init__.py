@@ -1,0 +1,1 @@
+"""Renderers: a deployment in, files out (pure functions; the tasks write the files)."""

@@ -1,0 +1,106 @@
+"""Render a deployment as a ``Procfile`` and ``.env`` that honcho and foreman read with the
+meaning the supervisor gives it.
+
+What survives: argv and env values with ``$``, quotes, ``#``, spaces, tabs and newlines (each
+line is a POSIX sh script; a line that would hold a newline is passed through
+``eval "$(printf '%b' …)"``), the working directory, volumes, config files, ``PORT`` (the
+``.env`` holds the base, so honcho's and foreman's own rule gives the same ports) and
+``DREAM_*``. What a Procfile cannot say — start order, readiness, restarts, users — is listed
+in the file's header: those need `doit run:procfile`.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+from dream.errors import DreamError
+from dream.supervisor.dotenv import EnvFileError, read_env_file
+
+HONCHO_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def quote(word: str) -> str:
+    return shlex.quote(word)
+
+
+def dotenv_value(name: str, value: str) -> str:
+    """A value as ``"…"`` that honcho (shlex, then ``\\n`` → newline) and foreman (``\\n`` →
+    newline, ``\\X`` → X) both read back unchanged."""
+    if re.search(r"\\[nt]", value):
+        raise DreamError(f"{name}: a backslash before n or t cannot be written to .env (honcho "
+                         "turns it into a newline or tab); set it in a service's env instead")
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'{name}="{escaped}"'
+
+
+def one_line(script: str) -> str:
+    """A shell script as one Procfile line: as it is, or through printf when it spans lines."""
+    if "\n" not in script and "\r" not in script:
+        return script
+    encoded = script.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("'", "'\\''")
+    return f"eval \"$(printf '%b' '{encoded}')\""
+
+
+def service_line(service: dict[str, Any], deployment: str, root: Path, config_dir: Path) -> str:
+    """The shell script honcho runs for one service."""
+    steps = [f"cd {quote(str(root / service['working_dir']) if service['working_dir'] else str(root))}"]
+    for volume in service["volumes"]:
+        path = quote(str(root / volume["path"]))
+        steps.append(f"mkdir -p {path}" if volume["persistent"] else f"rm -rf {path} && mkdir -p {path}")
+    env: dict[str, str] = {}
+    for name in service["env_files"]:
+        try:
+            env.update(read_env_file(root / name))
+        except EnvFileError as exc:
+            raise DreamError(f"service {service['name']}: {exc}") from None
+    env.update(service["env"])
+    env["DREAM_DEPLOYMENT"] = deployment
+    env["DREAM_SERVICE"] = service["name"]
+    if service["config_files"]:
+        env["DREAM_CONFIG_DIR"] = env["XDG_CONFIG_HOME"] = str(config_dir / service["name"])
+    assignments = [f"{k}={quote(v)}" for k, v in env.items()]
+    assignments.append('DREAM_INSTANCE="${HONCHO_PROCESS_NAME:-${PS:-%s.1}}"' % service["name"])
+    steps.append("export " + " ".join(assignments))
+    command = " ".join(quote(a) for a in service["argv"])
+    if service["oneshot"] and not service["allowed_to_exit"]:
+        steps.append(f"{{ {command} || exit $?; exec sleep infinity; }}")  # honcho stops all on any exit
+    elif service["oneshot"] or service["allowed_to_exit"]:
+        steps.append(f"{{ {command}; exec sleep infinity; }}")
+    else:
+        steps.append(f"exec {command}")
+    return one_line(" && ".join(steps))
+
+
+def render(plan: dict[str, Any], root: Path, out: Path) -> dict[str, tuple[str, int]]:
+    """``{relative path: (text, mode)}`` under ``out``: Procfile, .env and config files."""
+    header = [f"# Deployment {plan['name']}, rendered by dream (`doit render:procfile`); do not edit.",
+              f"# Run: honcho -d {out} start   (or: foreman start -d {out} -f {out}/Procfile -e {out}/.env)",
+              "# A Procfile starts every process at once and stops all when one exits: start order,",
+              "# readiness, restarts and users need `doit run:procfile`, which runs the full model."]
+    lines, files = [], {}
+    for service in plan["services"]:
+        name = service["name"]
+        if not HONCHO_NAME.match(name):
+            raise DreamError(f"service name {name!r} cannot be a Procfile process name")
+        notes = []
+        if service["depends_on"]:
+            notes.append("waits for " + ", ".join(f"{d} ({c})" for d, c in service["depends_on"].items()))
+        if service.get("user"):
+            notes.append(f"runs as {service['user']}")
+        if service["replicas"] > 1:
+            notes.append(f"{service['replicas']} replicas: honcho start -c {name}={service['replicas']}")
+        if service["restart"] != "no":
+            notes.append(f"restart {service['restart']}")
+        if notes:
+            header.append(f"# {name}: " + "; ".join(notes) + " (not expressed here)")
+        lines.append(f"{name}: {service_line(service, plan['name'], root, out / 'config')}")
+        for item in service["config_files"]:
+            files[f"config/{name}/{item['path']}"] = (item["content"], int(item["mode"], 8))
+    env_lines = [dotenv_value(k, v) for k, v in plan["env"].items()]
+    env_lines.append(f'PORT="{plan["port_base"]}"')
+    files["Procfile"] = ("\n".join(header + lines) + "\n", 0o644)
+    files[".env"] = ("\n".join(env_lines) + "\n", 0o600)
+    return files

@@ -1,0 +1,1 @@
+"""The service model: schema, normalization and checks, and the plan the supervisor runs."""

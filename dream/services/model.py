@@ -1,0 +1,134 @@
+"""Services and deployments after the schema: defaults filled, files read, and the checks a
+schema cannot make (unknown or cyclic dependencies, a `healthy` wait on a service with no
+readiness probe, a deployment that leaves out a dependency), each reported at its line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dream.errors import DreamError, Location
+from dream.recipe.yamlsource import Lines, PathKey, dotted, location_of
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A named set of services; ``services`` holds their normalized settings in run order."""
+
+    name: str
+    services: dict[str, dict[str, Any]]
+    env: dict[str, str]
+    port_base: int
+    default: bool
+    user: str | None
+    log_dir: str | None
+    location: Location | None
+    recipe: str
+
+
+class _Checker:
+    def __init__(self, lines: Lines, root: Path) -> None:
+        self.lines, self.root = lines, root
+        self.errors: list[DreamError] = []
+
+    def error(self, message: str, at: PathKey) -> None:
+        self.errors.append(DreamError(message, location_of(self.lines, at), dotted(at)))
+
+
+def normalize(doc: dict[str, Any], recipe_name: str, lines: Lines, root: Path) -> tuple[dict[str, Deployment], list[DreamError]]:
+    """The recipe's deployments (an implicit one named like the recipe when it has services but
+    names no deployment), and every problem found."""
+    check = _Checker(lines, root)
+    services = {name: _service(name, spec, check) for name, spec in doc.get("services", {}).items()}
+    for name, spec in services.items():
+        _check_dependencies(name, spec, services, check)
+    _check_cycles(services, check)
+    declared = doc.get("deployments", {})
+    if not declared and services:
+        declared = {recipe_name: {"default": False, "env": {}, "port_base": 5000}}
+    deployments = {}
+    for name, spec in declared.items():
+        members = spec.get("services", list(services))
+        at = ("deployments", name)
+        for index, member in enumerate(members):
+            if member not in services:
+                check.error(f"no service named {member!r}", at + ("services", index))
+        chosen = {m: services[m] for m in members if m in services}
+        for member, settings in chosen.items():
+            for dependency in settings["depends_on"]:
+                if dependency in services and dependency not in chosen:
+                    check.error(f"{member} depends on {dependency}, which this deployment leaves out",
+                                at + ("services",))
+        if "PORT" in spec.get("env", {}):
+            check.error("PORT is set per process; choose the first one with port_base", at + ("env", "PORT"))
+        if not chosen and not check.errors:
+            check.error("a deployment needs at least one service", at)
+        deployments[name] = Deployment(
+            name=name, services=chosen, env=dict(spec.get("env", {})), port_base=spec.get("port_base", 5000),
+            default=spec.get("default", False), user=spec.get("user"), log_dir=spec.get("log_dir"),
+            location=location_of(lines, at) if name in doc.get("deployments", {}) else location_of(lines, ("services",)),
+            recipe=recipe_name)
+    return deployments, check.errors
+
+
+def _service(name: str, spec: dict[str, Any], check: _Checker) -> dict[str, Any]:
+    at = ("services", name)
+    spec = dict(spec)
+    files = []
+    for index, item in enumerate(spec["config_files"]):
+        item = dict(item)
+        if "src" in item:
+            where = location_of(check.lines, at + ("config_files", index, "src"))
+            base = (check.root / where.file).parent if where else check.root
+            source = (base / item.pop("src")).resolve()
+            try:
+                item["content"] = source.read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = getattr(exc, "strerror", None) or str(exc)
+                check.error(f"cannot read {source}: {reason}", at + ("config_files", index, "src"))
+                item["content"] = ""
+        files.append(item)
+    spec["config_files"] = files
+    if spec["oneshot"] and spec["restart"] == "always":
+        check.error("a oneshot task cannot restart always (it is meant to finish)", at + ("restart",))
+    for probe in ("readiness", "liveness"):
+        if spec["oneshot"] and probe in spec:
+            check.error(f"a oneshot task has no {probe} probe (others wait for it to complete)", at + (probe,))
+    return spec
+
+
+def _check_dependencies(name: str, spec: dict[str, Any], services: dict[str, dict[str, Any]],
+                        check: _Checker) -> None:
+    for dependency, condition in spec["depends_on"].items():
+        at = ("services", name, "depends_on", dependency)
+        target = services.get(dependency)
+        if target is None:
+            check.error(f"no service named {dependency!r}", at)
+        elif dependency == name:
+            check.error("a service cannot depend on itself", at)
+        elif condition == "healthy" and "readiness" not in target:
+            check.error(f"{dependency} has no readiness probe, so it never becomes healthy "
+                        "(add one, or wait for `started`)", at)
+        elif condition == "healthy" and target["oneshot"]:
+            check.error(f"{dependency} is a oneshot task: wait for `completed_successfully`", at)
+
+
+def _check_cycles(services: dict[str, dict[str, Any]], check: _Checker) -> None:
+    state: dict[str, int] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for dependency in services[name]["depends_on"]:
+            if dependency not in services:
+                continue
+            if state.get(dependency) == 1:
+                cycle = path[path.index(dependency):] + [dependency] if dependency in path else [name, dependency]
+                check.error("dependency cycle: " + " -> ".join(cycle), ("services", name, "depends_on", dependency))
+            elif dependency not in state:
+                visit(dependency, path + [dependency])
+        state[name] = 2
+
+    for name in services:
+        if name not in state:
+            visit(name, [name])

@@ -1,0 +1,131 @@
+"""The plan a supervisor runs: one deployment, every service fully spelled out (JSON in, typed
+objects out). The plan is written by dream, so this reader checks shape, not user intent."""
+
+from __future__ import annotations
+
+import json
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+PLAN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A readiness or liveness check: exec (argv or shell), http or tcp, with its timing."""
+
+    kind: str                  # "exec" | "http" | "tcp"
+    argv: list[str]            # exec: the command (a shell string arrives as ["/bin/sh", "-c", s])
+    host: str
+    port: Optional[int]        # None: the instance's PORT
+    path: str
+    scheme: str
+    initial_delay: float
+    period: float
+    timeout: float
+    success_threshold: int
+    failure_threshold: int
+
+
+@dataclass(frozen=True)
+class Volume:
+    path: str
+    persistent: bool
+    mode: int
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    path: str
+    content: str
+    mode: int
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    index: int                 # position in the deployment: PORT = port_base + 100 * index + replica
+    argv: list[str]
+    env: dict[str, str]
+    env_files: list[str]
+    working_dir: Optional[str]
+    user: Optional[str]
+    volumes: list[Volume]
+    config_files: list[ConfigFile]
+    depends_on: dict[str, str]  # service -> "started" | "healthy" | "completed_successfully"
+    readiness: Optional[Probe]
+    liveness: Optional[Probe]
+    restart: str               # "no" | "on-failure" | "always"
+    max_restarts: int          # 0: no limit
+    backoff: float
+    max_backoff: float
+    stop_signal: int
+    stop_grace_period: float
+    oneshot: bool
+    replicas: int
+    allowed_to_exit: bool
+    log_file: Optional[str]
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    env: dict[str, str]
+    port_base: int
+    log_dir: Optional[str]
+    runtime_dir: str
+    services: list[Service] = field(default_factory=list)
+
+
+def _probe(data: Optional[dict[str, Any]]) -> Optional[Probe]:
+    if data is None:
+        return None
+    return Probe(kind=data["kind"], argv=list(data.get("argv", [])), host=data.get("host", "127.0.0.1"),
+                 port=data.get("port"), path=data.get("path", "/"), scheme=data.get("scheme", "http"),
+                 initial_delay=float(data["initial_delay"]), period=float(data["period"]),
+                 timeout=float(data["timeout"]), success_threshold=int(data["success_threshold"]),
+                 failure_threshold=int(data["failure_threshold"]))
+
+
+def signal_number(name: Any) -> int:
+    """``"SIGTERM"``, ``"TERM"`` or ``15`` → 15."""
+    if isinstance(name, int):
+        return name
+    text = str(name).upper()
+    if text.isdigit():
+        return int(text)
+    return int(getattr(signal, text if text.startswith("SIG") else "SIG" + text))
+
+
+def _service(index: int, data: dict[str, Any]) -> Service:
+    return Service(
+        name=data["name"], index=index, argv=list(data["argv"]), env=dict(data.get("env", {})),
+        env_files=list(data.get("env_files", [])), working_dir=data.get("working_dir"),
+        user=data.get("user"),
+        volumes=[Volume(v["path"], bool(v.get("persistent", True)), int(v.get("mode", "755"), 8))
+                 for v in data.get("volumes", [])],
+        config_files=[ConfigFile(c["path"], c["content"], int(c.get("mode", "644"), 8))
+                      for c in data.get("config_files", [])],
+        depends_on=dict(data.get("depends_on", {})),
+        readiness=_probe(data.get("readiness")), liveness=_probe(data.get("liveness")),
+        restart=data.get("restart", "no"), max_restarts=int(data.get("max_restarts", 0)),
+        backoff=float(data.get("backoff", 1)), max_backoff=float(data.get("max_backoff", 30)),
+        stop_signal=signal_number(data.get("stop_signal", "SIGTERM")),
+        stop_grace_period=float(data.get("stop_grace_period", 10)),
+        oneshot=bool(data.get("oneshot", False)), replicas=int(data.get("replicas", 1)),
+        allowed_to_exit=bool(data.get("allowed_to_exit", False)), log_file=data.get("log_file"))
+
+
+def plan_from_json(data: dict[str, Any]) -> Plan:
+    if data.get("version") != PLAN_VERSION:
+        raise ValueError(f"plan version {data.get('version')!r} is not {PLAN_VERSION}; "
+                         "render it again with this dream")
+    return Plan(name=data["name"], env=dict(data.get("env", {})), port_base=int(data.get("port_base", 5000)),
+                log_dir=data.get("log_dir"), runtime_dir=data.get("runtime_dir", "/run/dream"),
+                services=[_service(i, s) for i, s in enumerate(data["services"])])
+
+
+def read_plan(path: Path) -> Plan:
+    return plan_from_json(json.loads(path.read_text()))

@@ -1,0 +1,514 @@
+"""The supervisor: starts a plan's services in dependency order, gates on readiness, restarts
+with exponential backoff, stops everything (process groups, then every descendant) on request.
+
+States of an instance: waiting → running (→ ready) → backoff → running … → final. Final
+instances are done for good: completed, failed, gave up, skipped (a dependency that can never
+be met) or stopped. Exit codes: 0 all went well (every service finished, or a stop was asked
+for and done); 1 a service failed (exited when it was not allowed to, gave up, or waited on a
+dependency that can never be met); 2 the deployment could not be set up (volumes, config
+files, log files).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import BinaryIO, Callable, Optional
+
+from .dotenv import EnvFileError, read_env_file
+from .loop import Loop, Timer
+from .output import LineSplitter, Printer
+from .plan import Plan, Probe, Service
+from .probes import check_network
+from .procs import (Identity, become_subreaper, describe_status, identity_of, kill_descendants,
+                    reap, signal_group, spawn)
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
+FORWARDED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+
+class SetupError(Exception):
+    pass
+
+
+class Instance:
+    """One running copy of a service (``web`` or, with replicas, ``web.1``, ``web.2`` …)."""
+
+    def __init__(self, service: Service, replica: int, port: int) -> None:
+        self.service = service
+        self.replica = replica
+        self.id = f"{service.name}.{replica}"
+        self.name = service.name if service.replicas == 1 else self.id
+        self.port = port
+        self.state = "waiting"
+        self.pid: Optional[int] = None
+        self.proc = None
+        self.generation = 0
+        self.started_once = False
+        self.ready_once = False
+        self.final = False
+        self.failed = False
+        self.outcome = ""
+        self.reported = False
+        self.restarts = 0
+        self.started_at = 0.0
+        self.stop_reason: Optional[str] = None
+        self.stop_detail = ""
+        self.timers: list[Timer] = []
+        self.probe_ok = 0
+        self.probe_failed = 0
+        self.splitter: Optional[LineSplitter] = None
+
+    def cancel_timers(self) -> None:
+        for timer in self.timers:
+            timer.cancel()
+        self.timers = []
+
+
+class Supervisor:
+    def __init__(self, plan: Plan, root: Path, printer: Optional[Printer] = None) -> None:
+        self.plan = plan
+        self.root = root
+        self.loop = Loop()
+        self.instances = [Instance(s, r, plan.port_base + 100 * s.index + r - 1)
+                          for s in plan.services for r in range(1, s.replicas + 1)]
+        self.by_service = {s.name: [i for i in self.instances if i.service is s] for s in plan.services}
+        self.printer = printer or Printer([i.name for i in self.instances])
+        self.children: dict[int, Callable[[int], None]] = {}
+        self.probes: set[int] = set()
+        self.identities: dict[str, Identity] = {}
+        self.logs: dict[str, object] = {}
+        self.stopping = False
+        self.exit_code = 0
+        self.done = False
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        old = self.loop.catch_signals(list(STOP_SIGNALS + FORWARDED_SIGNALS) + [signal.SIGCHLD])
+        try:
+            become_subreaper()
+            try:
+                self.prepare()
+            except SetupError as exc:
+                self.say(f"cannot start deployment {self.plan.name}: {exc}")
+                return 2
+            self.say(f"deployment {self.plan.name}: {len(self.instances)} processes")
+            self.update()
+            while not self.done:
+                self.loop.run_once(max_wait=1.0)
+                for number in self.loop.take_signals():
+                    self.on_signal(number)
+                for pid, status in reap():
+                    handler = self.children.pop(pid, None)
+                    if handler is not None:
+                        handler(status)
+                self.update()
+            return self.exit_code
+        finally:
+            for number, handler in old.items():
+                signal.signal(number, handler)  # type: ignore[arg-type]
+            self.loop.close()
+            for log in self.logs.values():
+                log.close()  # type: ignore[attr-defined]
+
+    def say(self, message: str) -> None:
+        self.printer.system(message)
+
+    def on_signal(self, number: int) -> None:
+        name = signal.Signals(number).name
+        if number in STOP_SIGNALS:
+            if self.stopping:
+                self.say(f"{name} again: killing every process now")
+                for inst in self.running():
+                    signal_group(inst.pid, signal.SIGKILL)  # type: ignore[arg-type]
+            else:
+                self.shutdown(0, f"{name} received: stopping")
+        elif number in FORWARDED_SIGNALS:
+            for inst in self.running():
+                signal_group(inst.pid, number)  # type: ignore[arg-type]
+
+    def running(self) -> list[Instance]:
+        return [i for i in self.instances if i.pid is not None]
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def path(self, value: str) -> Path:
+        return self.root / value if not os.path.isabs(value) else Path(value)
+
+    def identity(self, service: Service) -> Optional[Identity]:
+        if service.user is None:
+            return None
+        if service.user not in self.identities:
+            try:
+                who = identity_of(service.user)
+            except KeyError:
+                raise SetupError(f"{service.name}: no such user or group in {service.user!r}") from None
+            if os.getuid() != 0 and who.uid != os.getuid():
+                raise SetupError(f"{service.name}: running as user {service.user} needs the supervisor "
+                                 f"to run as root (it runs as uid {os.getuid()})")
+            self.identities[service.user] = who
+        return self.identities[service.user]
+
+    def prepare(self) -> None:
+        """Volumes (wiped when not persistent, created when missing), config files, log files."""
+        try:
+            for service in self.plan.services:
+                who = self.identity(service)
+                for volume in service.volumes:
+                    path = self.path(volume.path)
+                    if not volume.persistent and path.exists():
+                        shutil.rmtree(path)
+                    if not path.is_dir():
+                        path.mkdir(parents=True, mode=volume.mode)
+                        os.chmod(path, volume.mode)
+                    if who is not None and os.getuid() == 0:
+                        os.chown(path, who.uid, who.gid)
+                if service.config_files:
+                    folder = self.config_dir(service)
+                    if folder.exists():
+                        shutil.rmtree(folder)
+                    for item in service.config_files:
+                        target = folder / item.path
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        target.write_text(item.content)
+                        os.chmod(target, item.mode)
+                        if who is not None and os.getuid() == 0:
+                            for part in [target, *target.relative_to(folder).parents]:
+                                os.chown(folder / part, who.uid, who.gid)
+            for inst in self.instances:
+                log = inst.service.log_file or (
+                    f"{self.plan.log_dir}/{inst.id}.log" if self.plan.log_dir else None)
+                if log and log not in self.logs:
+                    path = self.path(log)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    self.logs[log] = open(path, "ab")
+                inst.splitter = LineSplitter(self.logs.get(log) if log else None)  # type: ignore[arg-type]
+        except OSError as exc:
+            raise SetupError(f"{exc.filename or ''}: {exc.strerror}") from None
+
+    def config_dir(self, service: Service) -> Path:
+        return self.path(self.plan.runtime_dir) / "config" / service.name
+
+    def environment(self, inst: Instance, who: Optional[Identity]) -> dict[str, str]:
+        """The supervisor's environment, then the deployment's, PORT, env files, the service's."""
+        service = inst.service
+        env = dict(os.environ)
+        env.update(self.plan.env)
+        env["PORT"] = str(inst.port)
+        for name in service.env_files:
+            env.update(read_env_file(self.path(name)))
+        env.update(service.env)
+        env.update(DREAM_DEPLOYMENT=self.plan.name, DREAM_SERVICE=service.name, DREAM_INSTANCE=inst.id)
+        if service.config_files:
+            env["DREAM_CONFIG_DIR"] = env["XDG_CONFIG_HOME"] = str(self.config_dir(service))
+        if who is not None and who.uid != os.getuid():
+            env.update(HOME=who.home, USER=who.name, LOGNAME=who.name)
+        return env
+
+    # -- the dependency gate ---------------------------------------------------------------
+
+    @staticmethod
+    def _condition(inst: Instance, condition: str) -> str:
+        """'yes', 'no' (not yet) or 'never' for one instance of a dependency."""
+        if condition == "started":
+            met = inst.started_once
+        elif condition == "healthy":
+            met = inst.ready_once
+        else:
+            met = inst.final and not inst.failed
+            return "yes" if met else ("never" if inst.final else "no")
+        return "yes" if met else ("never" if inst.final else "no")
+
+    def gate(self, inst: Instance) -> tuple[str, str]:
+        for name, condition in inst.service.depends_on.items():
+            answers = [(self._condition(d, condition), d) for d in self.by_service[name]]
+            for answer, dep in answers:
+                if answer == "never":
+                    return "never", (f"dependency {name} can never be "
+                                     f"{condition.replace('_', ' ')}: {dep.name} {dep.outcome}")
+            if any(answer == "no" for answer, _ in answers):
+                return "no", ""
+        return "yes", ""
+
+    def update(self) -> None:
+        """Start what may start, skip what never can, and end the run when it is over."""
+        changed = True
+        while changed and not self.done:
+            changed = False
+            if not self.stopping:
+                for inst in self.instances:
+                    if inst.state != "waiting":
+                        continue
+                    verdict, why = self.gate(inst)
+                    if verdict == "yes":
+                        self.start(inst)
+                        changed = True
+                    elif verdict == "never":
+                        self.finish(inst, failed=True, outcome=f"was not started ({why})")
+                        self.say(f"{inst.name} {inst.outcome}")
+                        changed = True
+                for inst in self.instances:
+                    if inst.final and not inst.reported:
+                        inst.reported = True
+                        self.judge(inst)
+            if not self.stopping and all(i.final for i in self.instances):
+                failed = [i for i in self.instances if i.failed and not i.service.allowed_to_exit]
+                self.exit_code = 1 if failed else 0
+                self.say("every service has finished" + (f"; failed: {', '.join(i.name for i in failed)}" if failed else ""))
+                self.stopping = True
+            if self.stopping and not self.running() and not self.probes:
+                leftovers = kill_descendants(os.getpid())
+                if leftovers:
+                    self.say(f"killed {leftovers} leftover processes")
+                    deadline = time.monotonic() + 1
+                    while kill_descendants(os.getpid()) and time.monotonic() < deadline:
+                        reap()
+                        time.sleep(0.01)
+                reap()
+                self.say(f"stopped (exit code {self.exit_code})")
+                self.done = True
+
+    def judge(self, inst: Instance) -> None:
+        """A service that may not exit has ended: the deployment ends with it."""
+        service = inst.service
+        if service.allowed_to_exit or (service.oneshot and not inst.failed):
+            return
+        self.shutdown(1 if inst.failed else 0, f"{inst.name} {inst.outcome}: stopping the deployment")
+
+    def finish(self, inst: Instance, failed: bool, outcome: str) -> None:
+        inst.cancel_timers()
+        inst.state = "final"
+        inst.final = True
+        inst.failed = failed
+        inst.outcome = outcome
+
+    # -- starting and stopping ---------------------------------------------------------------
+
+    def start(self, inst: Instance) -> None:
+        service = inst.service
+        try:
+            who = self.identity(service)
+            env = self.environment(inst, who)
+            cwd = str(self.path(service.working_dir)) if service.working_dir else str(self.root)
+            proc = spawn(service.argv, env, cwd, who)
+        except (OSError, EnvFileError, SetupError) as exc:
+            detail = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self.finish(inst, failed=True, outcome=f"could not start ({detail})")
+            self.say(f"{inst.name} {inst.outcome}")
+            return
+        inst.proc, inst.pid = proc, proc.pid
+        inst.generation += 1
+        inst.state = "running"
+        inst.started_once = True
+        inst.started_at = time.monotonic()
+        inst.probe_ok = inst.probe_failed = 0
+        self.children[proc.pid] = lambda status: self.on_exit(inst, status)
+        self.watch_output(inst, proc.stdout)  # type: ignore[arg-type]
+        restarts = f", restart {inst.restarts}" if inst.restarts else ""
+        self.say(f"{inst.name} started (pid {proc.pid}{restarts})")
+        if service.readiness is not None and not service.oneshot:
+            self.probe_later(inst, service.readiness, "readiness", service.readiness.initial_delay)
+        else:
+            inst.ready_once = True
+            if service.liveness is not None:
+                self.probe_later(inst, service.liveness, "liveness", service.liveness.initial_delay)
+
+    def watch_output(self, inst: Instance, stream: BinaryIO) -> None:
+        os.set_blocking(stream.fileno(), False)
+        self.loop.add_reader(stream.fileno(), lambda: self.read_output(inst, stream))
+
+    def read_output(self, inst: Instance, stream: BinaryIO, drain: bool = False) -> None:
+        """Print what the pipe holds; ``drain`` reads until it is empty (at exit), otherwise one
+        chunk per wake-up so that one chatty service cannot starve the others."""
+        splitter = inst.splitter
+        assert splitter is not None
+        while not stream.closed:
+            try:
+                chunk = os.read(stream.fileno(), 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.loop.remove_reader(stream.fileno())
+                stream.close()
+                self.printer.lines(inst.name, splitter.close())
+                return
+            self.printer.lines(inst.name, splitter.feed(chunk))
+            if not drain:
+                return
+
+    def on_exit(self, inst: Instance, status: int) -> None:
+        code, words = describe_status(status)
+        proc, pid = inst.proc, inst.pid
+        assert proc is not None and pid is not None
+        proc.returncode = code  # reaped here; keep Popen from waiting for it again
+        self.read_output(inst, proc.stdout, drain=True)  # type: ignore[arg-type]
+        signal_group(pid, signal.SIGKILL)  # what the service left behind in its group
+        inst.cancel_timers()
+        inst.pid = inst.proc = None
+        reason, inst.stop_reason = inst.stop_reason, None
+        if reason in ("readiness", "liveness"):
+            words = f"{inst.stop_detail} (then {words})"
+        service = inst.service
+        if self.stopping:
+            self.finish(inst, failed=False, outcome=f"stopped ({words})")
+            self.say(f"{inst.name} {inst.outcome}")
+            return
+        failed = code != 0 or reason in ("readiness", "liveness")
+        if service.oneshot and not failed:
+            self.finish(inst, failed=False, outcome="completed")
+            self.say(f"{inst.name} completed")
+            return
+        restart = service.restart == "always" or (service.restart == "on-failure" and failed)
+        if not restart:
+            self.finish(inst, failed=failed, outcome=words)
+            self.say(f"{inst.name} {words}")
+            return
+        if time.monotonic() - inst.started_at >= max(service.max_backoff, 1.0) and reason is None:
+            inst.restarts = 0  # it ran long enough to count as healthy: start over with the backoff
+        inst.restarts += 1
+        if service.max_restarts and inst.restarts > service.max_restarts:
+            self.finish(inst, failed=True, outcome=f"gave up after {service.max_restarts} restarts (last: {words})")
+            self.say(f"{inst.name} {inst.outcome}")
+            return
+        delay = min(service.backoff * 2 ** (inst.restarts - 1), service.max_backoff)
+        limit = f"/{service.max_restarts}" if service.max_restarts else ""
+        self.say(f"{inst.name} {words}; restart {inst.restarts}{limit} in {delay:.2f}s")
+        inst.state = "backoff"
+
+        def again() -> None:
+            if not self.stopping and inst.state == "backoff":
+                self.start(inst)
+
+        inst.timers.append(self.loop.call_later(delay, again))
+
+    def stop(self, inst: Instance, reason: str) -> None:
+        """Stop signal to the instance's process group, SIGKILL after its grace period."""
+        if inst.pid is None:
+            return
+        inst.cancel_timers()
+        inst.stop_reason = reason
+        service = inst.service
+        signal_group(inst.pid, service.stop_signal)
+        pid = inst.pid
+
+        def kill() -> None:
+            if inst.pid == pid:
+                self.say(f"{inst.name} did not stop within {service.stop_grace_period:g}s: SIGKILL")
+                signal_group(pid, signal.SIGKILL)
+
+        inst.timers.append(self.loop.call_later(service.stop_grace_period, kill))
+
+    def shutdown(self, code: int, reason: str) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        self.exit_code = code
+        self.say(reason)
+        for inst in self.instances:
+            if inst.pid is not None:
+                self.stop(inst, "shutdown")
+            elif not inst.final:
+                self.finish(inst, failed=False, outcome="not started (stopping)")
+        for pid in list(self.probes):
+            signal_group(pid, signal.SIGKILL)
+
+    # -- probes ----------------------------------------------------------------------------
+
+    def probe_later(self, inst: Instance, probe: Probe, kind: str, delay: float) -> None:
+        generation = inst.generation
+        inst.timers.append(self.loop.call_later(delay, lambda: self.probe(inst, probe, kind, generation)))
+
+    def probe(self, inst: Instance, probe: Probe, kind: str, generation: int) -> None:
+        if self.stopping or inst.generation != generation or inst.pid is None or inst.stop_reason:
+            return
+
+        def done(ok: bool, detail: str) -> None:
+            self.probed(inst, probe, kind, generation, ok, detail)
+
+        if probe.kind == "exec":
+            self.exec_probe(inst, probe, done)
+        else:
+            port = probe.port if probe.port is not None else inst.port
+            check_network(probe, port, lambda ok, detail: self.loop.post(lambda: done(ok, detail)))
+
+    def exec_probe(self, inst: Instance, probe: Probe, done: Callable[[bool, str], None]) -> None:
+        service = inst.service
+        try:
+            who = self.identity(service)
+            cwd = str(self.path(service.working_dir)) if service.working_dir else str(self.root)
+            proc = spawn(probe.argv, self.environment(inst, who), cwd, who)
+        except (OSError, EnvFileError, SetupError) as exc:
+            done(False, f"cannot run {probe.argv[0]}: {exc}")
+            return
+        fd = proc.stdout.fileno()  # type: ignore[union-attr]
+        os.set_blocking(fd, False)
+        captured = bytearray()
+        self.probes.add(proc.pid)
+        timed_out = []
+
+        def readable() -> None:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                return
+            if chunk:
+                captured.extend(chunk)
+                del captured[:-400]
+            else:
+                self.loop.remove_reader(fd)
+
+        def timeout() -> None:
+            timed_out.append(True)
+            signal_group(proc.pid, signal.SIGKILL)
+
+        timer = self.loop.call_later(probe.timeout, timeout)
+        self.loop.add_reader(fd, readable)
+
+        def exited(status: int) -> None:
+            timer.cancel()
+            self.probes.discard(proc.pid)
+            signal_group(proc.pid, signal.SIGKILL)
+            self.loop.remove_reader(fd)
+            try:
+                captured.extend(os.read(fd, 65536))
+            except OSError:
+                pass
+            proc.stdout.close()  # type: ignore[union-attr]
+            code, words = describe_status(status)
+            proc.returncode = code
+            last = captured.decode(errors="replace").strip().splitlines()[-1:] or [""]
+            detail = f"timed out after {probe.timeout:g}s" if timed_out else f"{words}" + (f": {last[0]}" if last[0] else "")
+            done(code == 0 and not timed_out, f"{' '.join(probe.argv)}: {detail}")
+
+        self.children[proc.pid] = exited
+
+    def probed(self, inst: Instance, probe: Probe, kind: str, generation: int, ok: bool, detail: str) -> None:
+        if self.stopping or inst.generation != generation or inst.pid is None or inst.stop_reason:
+            return
+        if ok:
+            inst.probe_failed = 0
+            inst.probe_ok += 1
+            if kind == "readiness" and inst.probe_ok >= probe.success_threshold:
+                inst.ready_once = True
+                self.say(f"{inst.name} is ready ({detail})")
+                liveness = inst.service.liveness
+                if liveness is not None:
+                    inst.probe_ok = 0
+                    self.probe_later(inst, liveness, "liveness", liveness.initial_delay)
+                return
+        else:
+            inst.probe_ok = 0
+            inst.probe_failed += 1
+            if inst.probe_failed >= probe.failure_threshold:
+                inst.stop_detail = (f"not ready after {inst.probe_failed} probes" if kind == "readiness"
+                                    else f"failed its liveness probe {inst.probe_failed} times")
+                self.say(f"{inst.name} {inst.stop_detail} ({detail}): stopping it")
+                self.stop(inst, kind)
+                return
+        self.probe_later(inst, probe, kind, probe.period)
