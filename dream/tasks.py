@@ -146,7 +146,8 @@ class ImageJob:
         return out
 
     def config(self) -> dict[str, Any]:
-        """The recipe's image settings, over the env and labels its layers' builders add."""
+        """The recipe's image settings over what its layers' builders add: env and labels
+        (merged, the recipe's win), exposed ports (joined), and a default ``cmd``."""
         image = dict(self.recipe.image)
         env: dict[str, str] = {}
         labels: dict[str, str] = {}
@@ -154,6 +155,9 @@ class ImageJob:
             extra = image_config_of(BUILDERS[layer.kind], self.context(layer, Store(store_path())))
             env.update(extra.get("env", {}))
             labels.update(extra.get("labels", {}))
+            image["ports"] = sorted(set(image.get("ports", [])) | set(extra.get("ports", [])))
+            if "cmd" in extra and image.get("cmd") is None:
+                image["cmd"] = extra["cmd"]
         image["env"] = {**env, **image.get("env", {})}
         image["labels"] = {**labels, **image.get("labels", {})}
         return image

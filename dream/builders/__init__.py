@@ -6,8 +6,10 @@ from dream.builders.debian import DebianBuilder
 from dream.builders.files import FilesBuilder
 from dream.builders.home import HomeBuilder
 from dream.builders.python import PythonBuilder
+from dream.builders.services import ServicesBuilder
 
 BUILDERS: dict[str, Builder] = {"files": FilesBuilder(), "debian": DebianBuilder(), "cuda": CudaBuilder(),
-                                "python": PythonBuilder(), "home": HomeBuilder()}
+                                "python": PythonBuilder(), "home": HomeBuilder(),
+                                "services": ServicesBuilder()}
 
 __all__ = ["BUILDERS", "BuildContext", "Builder", "Part"]

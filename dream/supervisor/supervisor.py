@@ -157,7 +157,10 @@ class Supervisor:
         """Volumes (wiped when not persistent, created when missing), config files, log files."""
         try:
             for service in self.plan.services:
-                who = self.identity(service)
+                try:
+                    who = self.identity(service)
+                except SetupError:
+                    who = None  # reported when the service starts; the others can still run
                 for volume in service.volumes:
                     path = self.path(volume.path)
                     if not volume.persistent and path.exists():

@@ -1,0 +1,90 @@
+"""`services` layers: dream's supervisor and one deployment's plan, so that ``docker run
+<image>`` starts the deployment with the supervisor as PID 1 (nix2gpu's in-container services).
+
+The supervisor package (standard library only) goes to Debian's version-independent
+``/usr/lib/python3/dist-packages/dream_supervisor``; the plan to
+``/etc/dream/deployments/<name>.json``. The layer sets the image's ``cmd`` (unless the recipe
+sets one) to ``python3 -m dream_supervisor <plan>``, so ``docker run <image> bash`` still gives a
+shell, and exposes the services' ports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from dream.builders.base import BuildContext
+from dream.errors import DreamError
+from dream.oci.tree import Tree
+from dream.services.model import Deployment
+from dream.services.plan import build_plan, plan_json
+
+PACKAGE_DIR = "/usr/lib/python3/dist-packages/dream_supervisor"
+PLAN_DIR = "/etc/dream/deployments"
+
+
+def supervisor_sources() -> dict[str, bytes]:
+    """The supervisor package's modules, by file name."""
+    package = resources.files("dream.supervisor")
+    return {entry.name: entry.read_bytes() for entry in sorted(package.iterdir(), key=lambda e: e.name)
+            if entry.name.endswith(".py")}
+
+
+def chosen_deployment(ctx: BuildContext) -> Deployment:
+    wanted = ctx.layer.spec.get("deployment")
+    deployments = ctx.recipe.deployments
+    if wanted is None:
+        wanted = next((d.name for d in deployments.values() if d.default), next(iter(deployments)))
+    return deployments[wanted]
+
+
+class ServicesBuilder:
+    kind = "services"
+    version = "1"
+    needs_lock = False
+
+    def _plan(self, ctx: BuildContext) -> tuple[str, str]:
+        deployment = chosen_deployment(ctx)
+        return deployment.name, plan_json(build_plan(deployment, in_image=True))
+
+    def key_inputs(self, ctx: BuildContext) -> Any:
+        _check_python(ctx)
+        name, plan = self._plan(ctx)
+        sources = {file: hashlib.sha256(data).hexdigest() for file, data in supervisor_sources().items()}
+        return {"deployment": name, "plan": hashlib.sha256(plan.encode()).hexdigest(), "supervisor": sources}
+
+    def tree(self, ctx: BuildContext, scratch: Path | None = None) -> Tree:
+        name, plan = self._plan(ctx)
+        tree = Tree()
+        for directory in ("/usr/lib/python3", "/usr/lib/python3/dist-packages", PACKAGE_DIR,
+                          "/etc/dream", PLAN_DIR):
+            tree.add_dir(directory, 0o755, 0, 0)
+        for file, data in supervisor_sources().items():
+            tree.add_bytes(f"{PACKAGE_DIR}/{file}", data, 0o644, 0, 0)
+        tree.add_bytes(f"{PLAN_DIR}/{name}.json", plan.encode(), 0o644, 0, 0)
+        return tree
+
+    def config(self, ctx: BuildContext) -> dict[str, Any]:
+        deployment = chosen_deployment(ctx)
+        ports = sorted({f"{port}/tcp" for spec in deployment.services.values() for port in spec["ports"]})
+        return {"cmd": ["python3", "-m", "dream_supervisor", f"{PLAN_DIR}/{deployment.name}.json"],
+                "ports": ports, "labels": {"dev.dream.deployment": deployment.name}}
+
+    def lock_inputs(self, layer: Any, recipe: Any) -> Any:
+        return None
+
+    def lock(self, layer: Any, recipe: Any, earlier: Any, previous: Any) -> Any:
+        return None
+
+
+def _check_python(ctx: BuildContext) -> None:
+    """The supervisor needs ``python3`` in the image: refuse a Debian base without it."""
+    from dream.lock import read_lock  # dream.lock imports the builders
+
+    debian = [entry for entry in read_lock(ctx.recipe).values() if entry.get("kind") == "debian"]
+    if debian and not any(re.fullmatch(r"python3(\.\d+)?", p["name"]) for e in debian for p in e["packages"]):
+        raise DreamError("the supervisor needs python3: add it to a Debian layer's packages "
+                         "(e.g. import debian-python)", ctx.layer.location, f"layers.{ctx.layer.name}")
