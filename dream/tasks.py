@@ -147,7 +147,8 @@ class ImageJob:
 
     def config(self) -> dict[str, Any]:
         """The recipe's image settings over what its layers' builders add: env and labels
-        (merged, the recipe's win), exposed ports (joined), and a default ``cmd``."""
+        (merged, the recipe's win), exposed ports (joined), and ``cmd`` (a services layer's
+        supervisor command replaces the one a base module set, such as debian-python's bash)."""
         image = dict(self.recipe.image)
         env: dict[str, str] = {}
         labels: dict[str, str] = {}
@@ -156,7 +157,7 @@ class ImageJob:
             env.update(extra.get("env", {}))
             labels.update(extra.get("labels", {}))
             image["ports"] = sorted(set(image.get("ports", [])) | set(extra.get("ports", [])))
-            if "cmd" in extra and image.get("cmd") is None:
+            if "cmd" in extra:
                 image["cmd"] = extra["cmd"]
         image["env"] = {**env, **image.get("env", {})}
         image["labels"] = {**labels, **image.get("labels", {})}

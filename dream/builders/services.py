@@ -3,9 +3,9 @@
 
 The supervisor package (standard library only) goes to Debian's version-independent
 ``/usr/lib/python3/dist-packages/dream_supervisor``; the plan to
-``/etc/dream/deployments/<name>.json``. The layer sets the image's ``cmd`` (unless the recipe
-sets one) to ``python3 -m dream_supervisor <plan>``, so ``docker run <image> bash`` still gives a
-shell, and exposes the services' ports.
+``/etc/dream/deployments/<name>.json``. The layer sets the image's ``cmd`` to
+``python3 -m dream_supervisor <plan>`` (replacing any other), so ``docker run <image> bash``
+still gives a shell, and it exposes the services' ports.
 """
 
 from __future__ import annotations

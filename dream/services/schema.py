@@ -74,7 +74,8 @@ def duration(text: str, default: float) -> dict[str, Any]:
 
 
 def shell_or_argv(text: str) -> dict[str, Any]:
-    return {"type": ["string", "list"], "empty": False, "schema": {"type": "string"}, **_doc(text)}
+    return {"type": ["string", "list"], "empty": False, "schema": {"type": "string", "coerce": to_text},
+            **_doc(text)}
 
 
 PROBE = {

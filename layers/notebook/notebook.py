@@ -40,7 +40,7 @@ class Handler(SimpleHTTPRequestHandler):
             self.wfile.write(body)
             return
         if not self.authorized():
-            self.send_error(403, "a token is needed: ?token=…")
+            self.send_error(403, "a token is needed: ?token=...")
             return
         super().do_GET()
 

@@ -22,6 +22,10 @@ printf '%s\n' "$SSH_AUTHORIZED_KEYS" > "$home/.ssh/authorized_keys"
 chown "$user:$group" "$home/.ssh/authorized_keys"
 chmod 600 "$home/.ssh/authorized_keys"
 ssh-keygen -A >/dev/null
+# The privilege-separation account openssh-server's maintainer script would have made.
+if ! getent passwd sshd >/dev/null; then
+  useradd --system --no-create-home --home-dir /run/sshd --shell /usr/sbin/nologin sshd
+fi
 install -d -m 755 /run/sshd
 echo "sshd for $user on port ${SSH_PORT:-22}"
 exec /usr/sbin/sshd -D -e -f "$DREAM_CONFIG_DIR/sshd_config" -p "${SSH_PORT:-22}"
