@@ -23,6 +23,8 @@ Paths are written the way errors show them (`layers[].files[].mode`). How import
 
 def _type(rule: dict[str, Any]) -> str:
     kind = rule.get("type", "any")
+    if isinstance(kind, list):
+        return " or ".join(kind)
     if "allowed" in rule and kind == "string":
         return " \\| ".join(f"`{v}`" for v in rule["allowed"])
     if kind == "list" and isinstance(rule.get("schema"), dict) and rule["schema"].get("type") != "dict":
@@ -37,8 +39,11 @@ def _rows(schema: dict[str, Any], prefix: str) -> Iterator[str]:
         default = json.dumps(meta["default"]) if "default" in meta else ("required" if rule.get("required") else "—")
         yield f"| `{path}` | {_type(rule)} | {default} | {meta.get('doc', '')} |"
         inner = rule.get("schema")
+        values = rule.get("valuesrules")
         if rule.get("type") == "dict" and isinstance(inner, dict):
             yield from _rows(inner, path + ".")
+        elif rule.get("type") == "dict" and isinstance(values, dict) and isinstance(values.get("schema"), dict):
+            yield from _rows(values["schema"], path + ".<name>.")
         elif rule.get("type") == "list" and isinstance(inner, dict) and inner.get("type") == "dict":
             yield from _rows(inner["schema"], path + "[].")
 

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,7 @@ def manifest(project: Project) -> dict:
 
 
 def test_numpy_cuda_libraries_and_cupy_work_in_the_image(gpu: Project) -> None:
-    assert docker_run(IMAGE).stdout.splitlines()[0] == "cpu sum: 66.0"
+    assert docker_run(IMAGE, "python3", "/app/main.py").stdout.splitlines()[0] == "cpu sum: 66.0"
     probe = ("import ctypes, numpy, cupy\n"
              "for lib in ('libcudart.so.12', 'libcublas.so.12', 'libcublasLt.so.12', 'libnvrtc.so.12'):\n"
              "    ctypes.CDLL(lib)\n"
@@ -68,7 +69,7 @@ def test_plain_programs_find_cuda_through_usr_local_cuda(gpu: Project) -> None:
 def test_home_user_dotfiles_and_tools(gpu: Project) -> None:
     script = ("id; sudo -n id -u; stat -c '%U %a' ~ ~/.bashrc; echo \"editor=$EDITOR\"; "
               "tmux -V; command -v vi less ps; getent group sudo")
-    out = docker_run(IMAGE, "bash", "-lc", script).stdout.splitlines()
+    out = docker_run("--user", "dev", IMAGE, "bash", "-lc", script).stdout.splitlines()
     assert out[0].startswith("uid=1000(dev) gid=1000(dev)") and "27(sudo)" in out[0]
     assert out[1] == "0"  # passwordless sudo
     assert out[2:4] == ["dev 750", "dev 644"]
@@ -92,7 +93,29 @@ def test_nvidia_runtime_env_and_labels(gpu: Project) -> None:
     assert config["Labels"]["com.nvidia.cuda.version"] == env["CUDA_VERSION"]
     assert config["Labels"]["com.nvidia.volumes.needed"] == "nvidia_driver"
     assert config["Entrypoint"] == ["/usr/local/bin/dream-cuda-env"]
-    assert config["User"] == "dev"
+    assert config["User"] == "root"  # the supervisor; the services run as dev
+    assert config["Cmd"] == ["python3", "-m", "dream_supervisor", "/etc/dream/deployments/gpu-image.json"]
+
+
+def test_docker_run_starts_the_services_as_dev(gpu: Project) -> None:
+    name = "dream-test-gpu-services"
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    subprocess.run(["docker", "run", "-d", "--pull", "never", "--network", "none", "--name", name, IMAGE],
+                   check=True, capture_output=True)
+    try:
+        logs = ""
+        for _ in range(150):
+            logs = subprocess.run(["docker", "logs", name], capture_output=True, text=True).stdout
+            if "notebook is ready" in logs and "sshd" in logs and "not starting sshd" in logs:
+                break
+            time.sleep(0.2)
+        assert "notebook is ready" in logs and "not starting sshd" in logs, logs  # no keys given
+        owners = subprocess.run(["docker", "exec", name, "sh", "-c",
+                                 "stat -c %U /proc/1 $(pgrep -f notebook.py)"],
+                                capture_output=True, text=True).stdout.split()
+        assert owners == ["root", "dev"]  # PID 1 is root; the notebook runs as the deployment's user
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
 
 
 def test_docker_accepts_gpus_all(gpu: Project) -> None:
@@ -159,7 +182,7 @@ def test_layers_are_split_and_share_no_file(gpu: Project) -> None:
     config = json.loads((gpu.store / "blobs/sha256" / manifest(gpu)["config"]["digest"][7:]).read_text())
     names = [entry["created_by"].removeprefix("dream layer ") for entry in config["history"]]
     assert names == ["debian", "cuda-cublas", "cuda-nvrtc", "cuda", "home", "python-cupy-cuda12x",
-                     "python-numpy", "python", "app"]
+                     "python-numpy", "python", "app", "services"]
     store = Store(gpu.store)
     seen: dict[str, str] = {}
     overrides = set()
