@@ -118,6 +118,7 @@ _FRIENDLY = {
     "must be of dict type": "must be a mapping",
     "must be of boolean type": "must be true or false",
     "must be of integer type": "must be an integer",
+    "must be of float type": "must be a number of seconds or a duration such as 500ms, 2s, 1m",
 }
 
 

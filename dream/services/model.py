@@ -107,11 +107,11 @@ def _check_dependencies(name: str, spec: dict[str, Any], services: dict[str, dic
             check.error(f"no service named {dependency!r}", at)
         elif dependency == name:
             check.error("a service cannot depend on itself", at)
+        elif condition == "healthy" and target["oneshot"]:
+            check.error(f"{dependency} is a oneshot task: wait for `completed_successfully`", at)
         elif condition == "healthy" and "readiness" not in target:
             check.error(f"{dependency} has no readiness probe, so it never becomes healthy "
                         "(add one, or wait for `started`)", at)
-        elif condition == "healthy" and target["oneshot"]:
-            check.error(f"{dependency} is a oneshot task: wait for `completed_successfully`", at)
 
 
 def _check_cycles(services: dict[str, dict[str, Any]], check: _Checker) -> None:
@@ -120,8 +120,8 @@ def _check_cycles(services: dict[str, dict[str, Any]], check: _Checker) -> None:
     def visit(name: str, path: list[str]) -> None:
         state[name] = 1
         for dependency in services[name]["depends_on"]:
-            if dependency not in services:
-                continue
+            if dependency not in services or dependency == name:
+                continue  # unknown or itself: reported by _check_dependencies
             if state.get(dependency) == 1:
                 cycle = path[path.index(dependency):] + [dependency] if dependency in path else [name, dependency]
                 check.error("dependency cycle: " + " -> ".join(cycle), ("services", name, "depends_on", dependency))

@@ -26,7 +26,7 @@ def _guard(target: Callable[[Probe, int], tuple[bool, str]], probe: Probe, port:
     try:
         ok, detail = target(probe, port)
     except OSError as exc:
-        ok, detail = False, str(exc) or type(exc).__name__
+        ok, detail = False, f"{probe.kind} {probe.host}:{port}: {exc or type(exc).__name__}"
     except Exception as exc:  # an unexpected answer must count as a failed probe, not kill a thread
         ok, detail = False, f"{type(exc).__name__}: {exc}"
     done(ok, detail)
