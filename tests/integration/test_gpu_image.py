@@ -111,7 +111,7 @@ def test_docker_run_starts_the_services_as_dev(gpu: Project) -> None:
             time.sleep(0.2)
         assert "notebook is ready" in logs and "not starting sshd" in logs, logs  # no keys given
         owners = subprocess.run(["docker", "exec", name, "sh", "-c",
-                                 "stat -c %U /proc/1 $(pgrep -f notebook.py)"],
+                                 "for p in 1 $(pgrep -f '^python3 -u .*notebook.py'); do stat -c %U /proc/$p; done"],
                                 capture_output=True, text=True).stdout.split()
         assert owners == ["root", "dev"]  # PID 1 is root; the notebook runs as the deployment's user
     finally:
