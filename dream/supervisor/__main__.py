@@ -7,7 +7,6 @@ the exit code is the supervisor's (see supervisor.py): 0 fine, 1 a service faile
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 

@@ -15,7 +15,7 @@ import queue
 import selectors
 import signal
 import time
-from typing import Callable, Optional
+from collections.abc import Callable
 
 
 class Timer:
@@ -33,7 +33,7 @@ class Loop:
         self.selector = selectors.DefaultSelector()
         self.timers: list[tuple[float, int, Timer]] = []
         self.counter = itertools.count()
-        self.posted: "queue.SimpleQueue[Callable[[], None]]" = queue.SimpleQueue()
+        self.posted: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self.signals: list[int] = []
         self.wake_read, self.wake_write = os.pipe()
         os.set_blocking(self.wake_read, False)
@@ -80,7 +80,7 @@ class Loop:
         taken, self.signals = self.signals, []
         return taken
 
-    def run_once(self, max_wait: Optional[float] = None) -> None:
+    def run_once(self, max_wait: float | None = None) -> None:
         """Wait for the next event (or timer) and handle what is ready."""
         while self.timers and self.timers[0][2].cancelled:
             heapq.heappop(self.timers)

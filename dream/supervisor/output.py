@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 import time
-from typing import BinaryIO, Optional
+from typing import BinaryIO
 
 _COLOURS = [36, 33, 32, 35, 34, 96, 93, 92, 95, 94, 31, 91]
 SYSTEM = "dream"
 
 
 class Printer:
-    def __init__(self, names: list[str], fd: int = 1, colour: Optional[bool] = None) -> None:
+    def __init__(self, names: list[str], fd: int = 1, colour: bool | None = None) -> None:
         self.fd = fd
         self.width = max([len(SYSTEM)] + [len(n) for n in names])
         if colour is None:
@@ -58,7 +58,7 @@ class Printer:
 class LineSplitter:
     """Turns chunks read from a pipe into complete lines, keeping the unfinished tail."""
 
-    def __init__(self, log: Optional[BinaryIO] = None) -> None:
+    def __init__(self, log: BinaryIO | None = None) -> None:
         self.tail = b""
         self.log = log
 

@@ -7,7 +7,7 @@ import json
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 PLAN_VERSION = 1
 
@@ -19,7 +19,7 @@ class Probe:
     kind: str                  # "exec" | "http" | "tcp"
     argv: list[str]            # exec: the command (a shell string arrives as ["/bin/sh", "-c", s])
     host: str
-    port: Optional[int]        # None: the instance's PORT
+    port: int | None        # None: the instance's PORT
     path: str
     scheme: str
     initial_delay: float
@@ -50,13 +50,13 @@ class Service:
     argv: list[str]
     env: dict[str, str]
     env_files: list[str]
-    working_dir: Optional[str]
-    user: Optional[str]
+    working_dir: str | None
+    user: str | None
     volumes: list[Volume]
     config_files: list[ConfigFile]
     depends_on: dict[str, str]  # service -> "started" | "healthy" | "completed_successfully"
-    readiness: Optional[Probe]
-    liveness: Optional[Probe]
+    readiness: Probe | None
+    liveness: Probe | None
     restart: str               # "no" | "on-failure" | "always"
     max_restarts: int          # 0: no limit
     backoff: float
@@ -66,7 +66,7 @@ class Service:
     oneshot: bool
     replicas: int
     allowed_to_exit: bool
-    log_file: Optional[str]
+    log_file: str | None
 
 
 @dataclass(frozen=True)
@@ -74,12 +74,12 @@ class Plan:
     name: str
     env: dict[str, str]
     port_base: int
-    log_dir: Optional[str]
+    log_dir: str | None
     runtime_dir: str
     services: list[Service] = field(default_factory=list)
 
 
-def _probe(data: Optional[dict[str, Any]]) -> Optional[Probe]:
+def _probe(data: dict[str, Any] | None) -> Probe | None:
     if data is None:
         return None
     return Probe(kind=data["kind"], argv=list(data.get("argv", [])), host=data.get("host", "127.0.0.1"),

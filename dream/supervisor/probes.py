@@ -8,7 +8,7 @@ import http.client
 import socket
 import ssl
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from .plan import Probe
 

@@ -11,7 +11,6 @@ import pwd
 import signal
 import subprocess
 from dataclasses import dataclass
-from typing import Optional
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -55,7 +54,7 @@ def identity_of(user: str) -> Identity:
     return Identity(uid, gid, groups, login, home)
 
 
-def spawn(argv: list[str], env: dict[str, str], cwd: Optional[str], who: Optional[Identity],
+def spawn(argv: list[str], env: dict[str, str], cwd: str | None, who: Identity | None,
           capture: bool = True) -> subprocess.Popen:
     """Start ``argv`` as the leader of a new session (so its process group is its own), with
     stdout and stderr on one pipe and stdin from /dev/null. Raises OSError when it cannot exec."""

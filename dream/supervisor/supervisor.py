@@ -15,16 +15,25 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable, Optional
+from typing import BinaryIO
 
 from .dotenv import EnvFileError, read_env_file
 from .loop import Loop, Timer
 from .output import LineSplitter, Printer
 from .plan import Plan, Probe, Service
 from .probes import check_network
-from .procs import (Identity, become_subreaper, describe_status, identity_of, kill_descendants,
-                    reap, signal_group, spawn)
+from .procs import (
+    Identity,
+    become_subreaper,
+    describe_status,
+    identity_of,
+    kill_descendants,
+    reap,
+    signal_group,
+    spawn,
+)
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
 FORWARDED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
@@ -44,7 +53,7 @@ class Instance:
         self.name = service.name if service.replicas == 1 else self.id
         self.port = port
         self.state = "waiting"
-        self.pid: Optional[int] = None
+        self.pid: int | None = None
         self.proc = None
         self.generation = 0
         self.started_once = False
@@ -55,12 +64,12 @@ class Instance:
         self.reported = False
         self.restarts = 0
         self.started_at = 0.0
-        self.stop_reason: Optional[str] = None
+        self.stop_reason: str | None = None
         self.stop_detail = ""
         self.timers: list[Timer] = []
         self.probe_ok = 0
         self.probe_failed = 0
-        self.splitter: Optional[LineSplitter] = None
+        self.splitter: LineSplitter | None = None
 
     def cancel_timers(self) -> None:
         for timer in self.timers:
@@ -69,7 +78,7 @@ class Instance:
 
 
 class Supervisor:
-    def __init__(self, plan: Plan, root: Path, printer: Optional[Printer] = None) -> None:
+    def __init__(self, plan: Plan, root: Path, printer: Printer | None = None) -> None:
         self.plan = plan
         self.root = root
         self.loop = Loop()
@@ -139,7 +148,7 @@ class Supervisor:
     def path(self, value: str) -> Path:
         return self.root / value if not os.path.isabs(value) else Path(value)
 
-    def identity(self, service: Service) -> Optional[Identity]:
+    def identity(self, service: Service) -> Identity | None:
         if service.user is None:
             return None
         if service.user not in self.identities:
@@ -196,7 +205,7 @@ class Supervisor:
     def config_dir(self, service: Service) -> Path:
         return self.path(self.plan.runtime_dir) / "config" / service.name
 
-    def environment(self, inst: Instance, who: Optional[Identity]) -> dict[str, str]:
+    def environment(self, inst: Instance, who: Identity | None) -> dict[str, str]:
         """The supervisor's environment, then the deployment's, PORT, env files, the service's."""
         service = inst.service
         env = dict(os.environ)
@@ -221,9 +230,8 @@ class Supervisor:
             met = inst.started_once
         elif condition == "healthy":
             met = inst.ready_once
-        else:
+        else:  # completed_successfully
             met = inst.final and not inst.failed
-            return "yes" if met else ("never" if inst.final else "no")
         return "yes" if met else ("never" if inst.final else "no")
 
     def gate(self, inst: Instance) -> tuple[str, str]:
