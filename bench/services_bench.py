@@ -259,7 +259,7 @@ def main() -> int:
             f"| dream better by |")
     print("\n" + head + "\n|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|")
     for row in table:
-        fmt = ",.0f" if row["unit"] in ("lines/s", "count") else (".3f" if row["unit"] == "s" else ".2f")
+        fmt = {"lines/s": ",.0f", "count": ",.0f", "MiB": ".2f"}.get(row["unit"], ".3f")
         ratio, adv = (f"{row[k]:.3g}" if row[k] is not None else "n/a"
                       for k in ("honcho_over_dream", "dream_advantage"))
         print(f"| {row['metric']:<44} | {row['unit']:<9} | {row['dream']:>10{fmt}} | {row['honcho']:>10{fmt}} "

@@ -56,23 +56,35 @@ class Printer:
 
 
 class LineSplitter:
-    """Turns chunks read from a pipe into complete lines, keeping the unfinished tail."""
+    """Turns chunks read from a pipe into complete lines, keeping the unfinished tail.
+
+    The tail grows by appending, never by re-scanning (a progress bar that writes ``\r`` for
+    minutes, or a huge line, stays linear), and a tail longer than `MAX_LINE` is let out as a
+    line of its own so that memory stays bounded.
+    """
+
+    MAX_LINE = 64 * 1024
 
     def __init__(self, log: BinaryIO | None = None) -> None:
-        self.tail = b""
+        self.tail = bytearray()
         self.log = log
 
     def feed(self, chunk: bytes) -> list[bytes]:
-        data = self.tail + chunk
-        parts = data.split(b"\n")
-        self.tail = parts.pop()
-        lines = [p[:-1] if p.endswith(b"\r") else p for p in parts]
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            self.tail += chunk
+            if len(self.tail) < self.MAX_LINE:
+                return []
+            return self.close()
+        data = bytes(self.tail) + chunk[:end]
+        self.tail = bytearray(chunk[end + 1:])
+        lines = [p[:-1] if p.endswith(b"\r") else p for p in data.split(b"\n")]
         self._log(lines)
         return lines
 
     def close(self) -> list[bytes]:
-        lines = [self.tail] if self.tail else []
-        self.tail = b""
+        lines = [bytes(self.tail)] if self.tail else []
+        self.tail = bytearray()
         self._log(lines)
         return lines
 
