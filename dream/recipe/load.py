@@ -14,7 +14,7 @@ from dream.errors import DreamError, Location, UserErrors
 from dream.recipe.merge import Layer, merge
 from dream.recipe.model import LayerSpec, Recipe
 from dream.recipe.schema import LAYER_KINDS, validator
-from dream.recipe.yamlsource import Lines, PathKey, dotted, location_of, read_yaml
+from dream.recipe.yamlsource import Lines, PathKey, dotted, host_path, location_of, read_yaml
 from dream.services.model import Deployment
 from dream.services.model import normalize as normalize_services
 
@@ -202,11 +202,9 @@ def _file_entry(item: dict[str, Any], at: PathKey, lines: Lines, root: Path,
     """Resolve ``src`` against the file that wrote it, and check that it exists."""
     item = dict(item)
     if "src" in item:
-        where = location_of(lines, at + ("src",))
-        base = (root / where.file).parent if where else root
-        source = (base / item["src"]).resolve()
+        source = host_path(lines, at + ("src",), item["src"], root)
         if not source.exists():
-            errors.append(DreamError(f"no such file or directory: {item['src']}", where,
-                                     dotted(at + ("src",))))
+            errors.append(DreamError(f"no such file or directory: {item['src']}",
+                                     location_of(lines, at + ("src",)), dotted(at + ("src",))))
         item["src"] = str(source)
     return item

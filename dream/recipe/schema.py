@@ -16,15 +16,13 @@ from typing import Any
 
 import cerberus
 
+from dream.recipe.rules import ENV_NAME_RE, MODE_RE, SIGNAL_RE, doc, to_text
 from dream.services.schema import DEPLOYMENTS, SERVICES, SERVICES_LAYER
 
 NAME_RE = r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$"
 LAYER_NAME_RE = r"^[a-z0-9][a-z0-9._-]*$"
 TAG_RE = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
-ENV_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
-MODE_RE = r"^0?[0-7]{3,4}$"
 OWNER_RE = r"^\d+:\d+$"
-SIGNAL_RE = r"^(SIG[A-Z0-9+-]+|\d+)$"
 PORT_RE = r"^\d{1,5}(/(tcp|udp|sctp))?$"
 LAYER_KINDS = ("files", "debian", "cuda", "python", "home", "services")
 USER_RE = r"^[a-z_][a-z0-9_-]{0,31}$"
@@ -33,15 +31,6 @@ USER_RE = r"^[a-z_][a-z0-9_-]{0,31}$"
 def split_command(value: Any) -> Any:
     """A command written as one string is split with shell quoting rules (no shell runs it)."""
     return shlex.split(value) if isinstance(value, str) else value
-
-
-def to_text(value: Any) -> Any:
-    """Env and label values may be written as numbers or booleans; the image stores text."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
-    return value
 
 
 def to_port(value: Any) -> Any:
@@ -53,16 +42,9 @@ def to_port(value: Any) -> Any:
     return value
 
 
-def _doc(text: str, default: Any = None) -> dict[str, Any]:
-    meta: dict[str, Any] = {"doc": text}
-    if default is not None:
-        meta["default"] = default
-    return {"meta": meta}
-
-
 def _command(text: str) -> dict[str, Any]:
     return {"type": "list", "coerce": split_command, "schema": {"type": "string"},
-            "nullable": True, **_doc(text)}
+            "nullable": True, **doc(text)}
 
 
 FILE_ENTRY = {
@@ -70,42 +52,42 @@ FILE_ENTRY = {
     "exactly_one_of": ["src", "content", "symlink", "directory"],
     "schema": {
         "dest": {"type": "string", "required": True, "regex": r"^/.*",
-                 **_doc("Absolute path in the image. For `src` directories, the directory's "
+                 **doc("Absolute path in the image. For `src` directories, the directory's "
                         "contents go below it.")},
         "src": {"type": "string", "empty": False,
-                **_doc("A file or directory on the host, relative to the YAML file that names it.")},
-        "content": {"type": "string", **_doc("The file's text, inline.")},
-        "symlink": {"type": "string", "empty": False, **_doc("Make `dest` a symbolic link to this target.")},
-        "directory": {"type": "boolean", "allowed": [True], **_doc("Make `dest` an empty directory.")},
+                **doc("A file or directory on the host, relative to the YAML file that names it.")},
+        "content": {"type": "string", **doc("The file's text, inline.")},
+        "symlink": {"type": "string", "empty": False, **doc("Make `dest` a symbolic link to this target.")},
+        "directory": {"type": "boolean", "allowed": [True], **doc("Make `dest` an empty directory.")},
         "mode": {"type": "string", "regex": MODE_RE,
-                 **_doc("Octal permission bits as a quoted string (`\"0644\"`); default 0644 for "
+                 **doc("Octal permission bits as a quoted string (`\"0644\"`); default 0644 for "
                         "files, 0755 for directories and for host files that are executable.")},
         "owner": {"type": "string", "regex": OWNER_RE,
-                  **_doc("`uid:gid` for the entries this item adds; default `0:0`.", "0:0")},
+                  **doc("`uid:gid` for the entries this item adds; default `0:0`.", "0:0")},
         "exclude": {"type": "list", "schema": {"type": "string"}, "default": [],
-                    **_doc("Glob patterns to leave out: with a `/`, matched against the path below `src`; "
+                    **doc("Glob patterns to leave out: with a `/`, matched against the path below `src`; "
                            "without, against names at any depth (`__pycache__`).", [])},
     },
 }
 
 FILES_LAYER = {"type": "list", "minlength": 1, "schema": FILE_ENTRY,
-               **_doc("Files, directories and links placed into the image (kind `files`).")}
+               **doc("Files, directories and links placed into the image (kind `files`).")}
 
 DEBIAN_LAYER = {
     "type": "dict",
-    **_doc("A root filesystem from Debian packages (kind `debian`), resolved from the machine's "
+    **doc("A root filesystem from Debian packages (kind `debian`), resolved from the machine's "
            "apt sources and pinned in the lock."),
     "schema": {
         "packages": {"type": "list", "required": True, "minlength": 1,
                      "schema": {"type": "string", "regex": r"^[a-z0-9][a-z0-9+.-]+$"},
-                     **_doc("Package names; their dependencies are added by apt's resolver.")},
+                     **doc("Package names; their dependencies are added by apt's resolver.")},
         "essential": {"type": "boolean", "default": True,
-                      **_doc("Also install every `Essential: yes` package (a working `sh`, "
+                      **doc("Also install every `Essential: yes` package (a working `sh`, "
                              "coreutils, …), as debootstrap's minbase does.", True)},
         "recommends": {"type": "boolean", "default": False,
-                       **_doc("Install recommended packages too.", False)},
+                       **doc("Install recommended packages too.", False)},
         "exclude": {"type": "list", "schema": {"type": "string"}, "default": [],
-                    **_doc("Glob patterns of image paths left out of the layer "
+                    **doc("Glob patterns of image paths left out of the layer "
                            "(e.g. `/usr/share/doc/*`), like dpkg's path-exclude.", [])},
     },
 }
@@ -119,24 +101,24 @@ CUDA_COMPONENTS = (
 )
 
 MIN_LAYER_SIZE = {"type": "integer", "min": 0, "default": 16_000_000,
-                  **_doc("Wheels at least this big (bytes, as downloaded) get a layer of their own.",
+                  **doc("Wheels at least this big (bytes, as downloaded) get a layer of their own.",
                          16_000_000)}
 
 CUDA_LAYER = {
     "type": "dict",
-    **_doc("CUDA libraries from NVIDIA's PyPI wheels (kind `cuda`), installed into the Python "
+    **doc("CUDA libraries from NVIDIA's PyPI wheels (kind `cuda`), installed into the Python "
            "site directory (so frameworks find `nvidia.*`) with `/usr/local/cuda/lib64` links, an "
            "`ld.so.conf.d` entry and the env the NVIDIA container runtime reads. Each wheel of at "
            "least `min_layer_size` bytes becomes a layer of its own, `<layer>-<component>`; the "
            "rest, the links and `dream-cuda-env` (the driver finder) form `<layer>`."),
     "schema": {
         "version": {"type": "string", "required": True, "regex": r"^1[23](\.\d+)?$",
-                    **_doc("CUDA version: `12`, `12.9`, `13`, `13.0` … (the newest matching "
+                    **doc("CUDA version: `12`, `12.9`, `13`, `13.0` … (the newest matching "
                            "`cuda-toolkit` release is locked).")},
         "components": {"type": "list", "required": True, "minlength": 1,
                        "schema": {"type": "string", "coerce": lambda v: "cudart" if v == "runtime" else v,
                                   "allowed": list(CUDA_COMPONENTS)},
-                       **_doc("Components: " + ", ".join(f"`{c}`" for c in CUDA_COMPONENTS)
+                       **doc("Components: " + ", ".join(f"`{c}`" for c in CUDA_COMPONENTS)
                               + " (`runtime` means `cudart`). Their wheel dependencies come too.")},
         "min_layer_size": MIN_LAYER_SIZE,
     },
@@ -144,7 +126,7 @@ CUDA_LAYER = {
 
 PYTHON_LAYER = {
     "type": "dict",
-    **_doc("A Python environment from a lock of wheels (kind `python`), installed into the "
+    **doc("A Python environment from a lock of wheels (kind `python`), installed into the "
            "Debian interpreter's site directory without running anything in the image. Split "
            "rule: every distribution whose wheel is at least `min_layer_size` bytes gets its own "
            "layer, `<layer>-<name>`, ordered by name; all smaller ones share `<layer>`, the top "
@@ -152,7 +134,7 @@ PYTHON_LAYER = {
     "schema": {
         "requirements": {"type": "list", "required": True, "minlength": 1,
                          "schema": {"type": "string", "empty": False},
-                         **_doc("Requirement specifiers (PEP 508), e.g. `numpy>=2`, `cupy-cuda12x`.")},
+                         **doc("Requirement specifiers (PEP 508), e.g. `numpy>=2`, `cupy-cuda12x`.")},
         "min_layer_size": MIN_LAYER_SIZE,
     },
 }
@@ -162,41 +144,41 @@ HOME_FILE = {
     "exactly_one_of": ["src", "content"],
     "schema": {
         "path": {"type": "string", "required": True, "regex": r"^[^/].*",
-                 **_doc("Path relative to the home directory, e.g. `.bashrc`.")},
+                 **doc("Path relative to the home directory, e.g. `.bashrc`.")},
         "src": {"type": "string", "empty": False,
-                **_doc("A host file, relative to the YAML file that names it.")},
-        "content": {"type": "string", **_doc("The file's text, inline.")},
-        "mode": {"type": "string", "regex": MODE_RE, **_doc("Octal permission bits; default 0644.")},
+                **doc("A host file, relative to the YAML file that names it.")},
+        "content": {"type": "string", **doc("The file's text, inline.")},
+        "mode": {"type": "string", "regex": MODE_RE, **doc("Octal permission bits; default 0644.")},
     },
 }
 
 HOME_LAYER = {
     "type": "dict",
-    **_doc("A user and its home (kind `home`): the account is added to the accounts of the "
+    **doc("A user and its home (kind `home`): the account is added to the accounts of the "
            "image's Debian layers (passwd, group, shadow, gshadow), the home directory and "
            "dotfiles are owned by the user. Tools come from Debian packages: add them to the "
            "`debian` layer of the same name (see docs/gpu-images.md)."),
     "schema": {
-        "user": {"type": "string", "required": True, "regex": USER_RE, **_doc("Login name.")},
+        "user": {"type": "string", "required": True, "regex": USER_RE, **doc("Login name.")},
         "uid": {"type": "integer", "min": 1, "max": 2**31 - 1, "default": 1000,
-                **_doc("User id.", 1000)},
+                **doc("User id.", 1000)},
         "gid": {"type": "integer", "min": 1, "max": 2**31 - 1,
-                **_doc("Primary group id; a group named like the user is made. Default: the uid.")},
+                **doc("Primary group id; a group named like the user is made. Default: the uid.")},
         "shell": {"type": "string", "regex": r"^/.*", "default": "/bin/bash",
-                  **_doc("Login shell.", "/bin/bash")},
-        "home": {"type": "string", "regex": r"^/.*", **_doc("Home directory. Default: `/home/<user>`.")},
+                  **doc("Login shell.", "/bin/bash")},
+        "home": {"type": "string", "regex": r"^/.*", **doc("Home directory. Default: `/home/<user>`.")},
         "groups": {"type": "list", "default": [], "schema": {"type": "string", "regex": USER_RE},
-                   **_doc("Supplementary groups; each must exist in the base system "
+                   **doc("Supplementary groups; each must exist in the base system "
                           "(e.g. `sudo`, `video`).", [])},
         "sudo": {"type": "boolean", "default": False,
-                 **_doc("Let the user run any command with sudo without a password "
+                 **doc("Let the user run any command with sudo without a password "
                         "(`/etc/sudoers.d/<user>`; needs the `sudo` package).", False)},
         "env": {"type": "dict", "default": {}, "keysrules": {"type": "string", "regex": ENV_NAME_RE},
                 "valuesrules": {"type": "string", "coerce": to_text},
-                **_doc("Environment of the user's shells, written to `~/.config/dream/env.sh`, "
+                **doc("Environment of the user's shells, written to `~/.config/dream/env.sh`, "
                        "which `.profile` and `.bashrc` read.", {})},
         "files": {"type": "list", "default": [], "schema": HOME_FILE,
-                  **_doc("Dotfiles, owned by the user. Later entries replace earlier ones at the "
+                  **doc("Dotfiles, owned by the user. Later entries replace earlier ones at the "
                          "same path, so a recipe can override a module's `.bashrc`.", [])},
     },
 }
@@ -204,17 +186,17 @@ HOME_LAYER = {
 PYTHON = {
     "type": "dict",
     "default": {},
-    **_doc("The image's Python interpreter, for which `python` and `cuda` layers resolve and "
+    **doc("The image's Python interpreter, for which `python` and `cuda` layers resolve and "
            "install wheels."),
     "schema": {
         "version": {"type": "string", "regex": r"^3\.\d+$", "default": "3.11",
-                    **_doc("Interpreter version; a Debian layer must install `python<version>`.", "3.11")},
+                    **doc("Interpreter version; a Debian layer must install `python<version>`.", "3.11")},
         "platform": {"type": "string", "regex": r"^manylinux_\d+_\d+_(x86_64|aarch64)$",
                      "default": "manylinux_2_36_x86_64",
-                     **_doc("Wheel platform tag of the image (glibc 2.36 is Debian 12).",
+                     **doc("Wheel platform tag of the image (glibc 2.36 is Debian 12).",
                             "manylinux_2_36_x86_64")},
         "prefix": {"type": "string", "regex": r"^/.*", "default": "/usr/local",
-                   **_doc("Install prefix: packages go to `<prefix>/lib/python<version>/dist-packages` "
+                   **doc("Install prefix: packages go to `<prefix>/lib/python<version>/dist-packages` "
                           "(on Debian's `sys.path`), console scripts to `<prefix>/bin`.", "/usr/local")},
     },
 }
@@ -224,8 +206,8 @@ LAYER = {
     "exactly_one_of": list(LAYER_KINDS),
     "schema": {
         "name": {"type": "string", "required": True, "regex": LAYER_NAME_RE,
-                 **_doc("The layer's name, unique in the image; the task is `layer:<image>/<name>`.")},
-        "comment": {"type": "string", **_doc("Shown as the layer's history entry.")},
+                 **doc("The layer's name, unique in the image; the task is `layer:<image>/<name>`.")},
+        "comment": {"type": "string", **doc("Shown as the layer's history entry.")},
         "files": FILES_LAYER,
         "debian": DEBIAN_LAYER,
         "cuda": CUDA_LAYER,
@@ -238,48 +220,48 @@ LAYER = {
 IMAGE = {
     "type": "dict",
     "default": {},
-    **_doc("The image's name and configuration (the OCI image config)."),
+    **doc("The image's name and configuration (the OCI image config)."),
     "schema": {
         "name": {"type": "string", "regex": NAME_RE,
-                 **_doc("Image name; the store tags it so, and `load` names it `<name>:<tag>`. "
+                 **doc("Image name; the store tags it so, and `load` names it `<name>:<tag>`. "
                         "Default: the recipe's file name without `.yaml`.")},
         "tags": {"type": "list", "minlength": 1, "schema": {"type": "string", "regex": TAG_RE},
-                 "default": ["latest"], **_doc("Tags given to the image when loaded or pushed.", ["latest"])},
+                 "default": ["latest"], **doc("Tags given to the image when loaded or pushed.", ["latest"])},
         "env": {"type": "dict", "default": {}, "keysrules": {"type": "string", "regex": ENV_NAME_RE},
                 "valuesrules": {"type": "string", "coerce": to_text},
-                **_doc("Environment variables of the image's processes.", {})},
+                **doc("Environment variables of the image's processes.", {})},
         "labels": {"type": "dict", "default": {}, "keysrules": {"type": "string"},
                    "valuesrules": {"type": "string", "coerce": to_text},
-                   **_doc("Config labels, e.g. `org.opencontainers.image.source`. "
+                   **doc("Config labels, e.g. `org.opencontainers.image.source`. "
                           "`org.opencontainers.image.created` is added from `created`.", {})},
         "ports": {"type": "list", "default": [],
                   "schema": {"type": "string", "coerce": to_port, "regex": PORT_RE},
-                  **_doc("Exposed ports, `8080` or `8080/udp`.", [])},
-        "user": {"type": "string", "empty": False, **_doc("`user`, `uid` or `uid:gid` the processes run as.")},
-        "workdir": {"type": "string", "regex": r"^/.*", **_doc("Working directory (absolute).")},
+                  **doc("Exposed ports, `8080` or `8080/udp`.", [])},
+        "user": {"type": "string", "empty": False, **doc("`user`, `uid` or `uid:gid` the processes run as.")},
+        "workdir": {"type": "string", "regex": r"^/.*", **doc("Working directory (absolute).")},
         "entrypoint": _command("Entrypoint argv; a string is split with shell quoting rules."),
         "cmd": _command("Default arguments (argv); a string is split with shell quoting rules."),
-        "stop_signal": {"type": "string", "regex": SIGNAL_RE, **_doc("Signal that stops the container, e.g. `SIGINT`.")},
+        "stop_signal": {"type": "string", "regex": SIGNAL_RE, **doc("Signal that stops the container, e.g. `SIGINT`.")},
         "created": {"type": "string",
                     "regex": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$",
-                    **_doc("Creation time written into the config (RFC 3339, UTC). Default: "
+                    **doc("Creation time written into the config (RFC 3339, UTC). Default: "
                            "`SOURCE_DATE_EPOCH`, or 1970-01-01T00:00:00Z, so builds are reproducible.")},
         "architecture": {"type": "string", "allowed": ["amd64", "arm64"], "default": "amd64",
-                         **_doc("CPU architecture of the image.", "amd64")},
+                         **doc("CPU architecture of the image.", "amd64")},
         "compression": {"type": "string", "allowed": ["gzip", "zstd"], "default": "gzip",
-                        **_doc("Layer compression: gzip (ISA-L, level 1) reads everywhere; zstd "
+                        **doc("Layer compression: gzip (ISA-L, level 1) reads everywhere; zstd "
                                "(level 3) is smaller and needs Docker ≥ 23.", "gzip")},
     },
 }
 
 RECIPE = {
     "imports": {"type": "list", "default": [], "schema": {"type": "string", "empty": False},
-                **_doc("Modules merged into this file: a name (`debian-base` → "
+                **doc("Modules merged into this file: a name (`debian-base` → "
                        "`layers/debian-base.yaml`) or a path relative to this file.", [])},
     "image": IMAGE,
     "python": PYTHON,
     "layers": {"type": "list", "default": [], "schema": LAYER,
-               **_doc("The image's layers, bottom first. Imported layers come before the "
+               **doc("The image's layers, bottom first. Imported layers come before the "
                       "importing file's. A recipe without layers builds no image (it may still "
                       "hold deployments).", [])},
     "services": SERVICES,

@@ -102,3 +102,11 @@ def location_of(lines: Lines, path: PathKey) -> Location | None:
         if found is not None:
             return found
     return None
+
+
+def host_path(lines: Lines, path: PathKey, value: str, root: Path) -> Path:
+    """A host path written at ``path`` (a file's ``src``), resolved against the YAML file that
+    wrote it, so a module's paths mean the same wherever it is imported from."""
+    where = location_of(lines, path)
+    base = (root / where.file).parent if where else root
+    return (base / value).resolve()

@@ -17,13 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from dream.errors import DreamError
+from dream.services.schema import shell_join
 from dream.supervisor.dotenv import EnvFileError, read_env_file
 
 HONCHO_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-def quote(word: str) -> str:
-    return shlex.quote(word)
 
 
 def dotenv_value(name: str, value: str) -> str:
@@ -46,9 +43,9 @@ def one_line(script: str) -> str:
 
 def service_line(service: dict[str, Any], deployment: str, root: Path, config_dir: Path) -> str:
     """The shell script honcho runs for one service."""
-    steps = [f"cd {quote(str(root / service['working_dir']) if service['working_dir'] else str(root))}"]
+    steps = [f"cd {shlex.quote(str(root / service['working_dir']) if service['working_dir'] else str(root))}"]
     for volume in service["volumes"]:
-        path = quote(str(root / volume["path"]))
+        path = shlex.quote(str(root / volume["path"]))
         steps.append(f"mkdir -p {path}" if volume["persistent"] else f"rm -rf {path} && mkdir -p {path}")
     env: dict[str, str] = {}
     for name in service["env_files"]:
@@ -61,10 +58,10 @@ def service_line(service: dict[str, Any], deployment: str, root: Path, config_di
     env["DREAM_SERVICE"] = service["name"]
     if service["config_files"]:
         env["DREAM_CONFIG_DIR"] = env["XDG_CONFIG_HOME"] = str(config_dir / service["name"])
-    assignments = [f"{k}={quote(v)}" for k, v in env.items()]
+    assignments = [f"{k}={shlex.quote(v)}" for k, v in env.items()]
     assignments.append('DREAM_INSTANCE="${HONCHO_PROCESS_NAME:-${PS:-%s.1}}"' % service["name"])
     steps.append("export " + " ".join(assignments))
-    command = " ".join(quote(a) for a in service["argv"])
+    command = shell_join(service["argv"])
     if service["oneshot"] and not service["allowed_to_exit"]:
         steps.append(f"{{ {command} || exit $?; exec sleep infinity; }}")  # honcho stops all on any exit
     elif service["oneshot"] or service["allowed_to_exit"]:

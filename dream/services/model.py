@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from dream.errors import DreamError, Location
-from dream.recipe.yamlsource import Lines, PathKey, dotted, location_of
+from dream.recipe.yamlsource import Lines, PathKey, dotted, host_path, location_of
 
 
 @dataclass(frozen=True)
@@ -79,9 +79,7 @@ def _service(name: str, spec: dict[str, Any], check: _Checker) -> dict[str, Any]
     for index, item in enumerate(spec["config_files"]):
         item = dict(item)
         if "src" in item:
-            where = location_of(check.lines, at + ("config_files", index, "src"))
-            base = (check.root / where.file).parent if where else check.root
-            source = (base / item.pop("src")).resolve()
+            source = host_path(check.lines, at + ("config_files", index, "src"), item.pop("src"), check.root)
             try:
                 item["content"] = source.read_text()
             except (OSError, UnicodeDecodeError) as exc:

@@ -11,20 +11,12 @@ import re
 import shlex
 from typing import Any
 
+from dream.recipe.rules import ENV_NAME_RE, MODE_RE, SIGNAL_RE, doc, to_text
+
 SERVICE_NAME_RE = r"^[a-z0-9][a-z0-9_-]*$"
-SIGNAL_RE = r"^(SIG[A-Z0-9+-]+|\d+)$"
-ENV_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
-MODE_RE = r"^0?[0-7]{3,4}$"
 CONDITIONS = ("started", "healthy", "completed_successfully")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def _doc(text: str, default: Any = None) -> dict[str, Any]:
-    meta: dict[str, Any] = {"doc": text}
-    if default is not None:
-        meta["default"] = default
-    return {"meta": meta}
 
 
 def to_seconds(value: Any) -> Any:
@@ -37,14 +29,6 @@ def to_seconds(value: Any) -> Any:
         match = _DURATION.match(value)
         if match:
             return float(match.group(1)) * _UNITS[match.group(2)]
-    return value
-
-
-def to_text(value: Any) -> Any:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return str(value)
     return value
 
 
@@ -70,12 +54,12 @@ def to_volume(value: Any) -> Any:
 
 def duration(text: str, default: float) -> dict[str, Any]:
     return {"type": "float", "coerce": to_seconds, "min": 0.0, "default": default,
-            **_doc(text + " Seconds, or a string such as `500ms`, `2s`, `1m`.", default)}
+            **doc(text + " Seconds, or a string such as `500ms`, `2s`, `1m`.", default)}
 
 
 def shell_or_argv(text: str) -> dict[str, Any]:
     return {"type": ["string", "list"], "empty": False, "schema": {"type": "string", "coerce": to_text},
-            **_doc(text)}
+            **doc(text)}
 
 
 PROBE = {
@@ -85,27 +69,27 @@ PROBE = {
         "exec": shell_or_argv("Command run with the service's environment, user and working "
                               "directory: a list is run as it is, a string by `/bin/sh -c`. "
                               "Success is exit code 0."),
-        "http": {"type": "dict", **_doc("An HTTP GET; success is a status from 200 to 399 "
+        "http": {"type": "dict", **doc("An HTTP GET; success is a status from 200 to 399 "
                                         "(https certificates are not verified, as in Kubernetes)."),
                  "schema": {
                      "port": {"type": "integer", "min": 1, "max": 65535,
-                              **_doc("Port; default: the instance's `PORT`.")},
-                     "path": {"type": "string", "regex": r"^/.*", "default": "/", **_doc("Path.", "/")},
-                     "host": {"type": "string", "default": "127.0.0.1", **_doc("Host.", "127.0.0.1")},
+                              **doc("Port; default: the instance's `PORT`.")},
+                     "path": {"type": "string", "regex": r"^/.*", "default": "/", **doc("Path.", "/")},
+                     "host": {"type": "string", "default": "127.0.0.1", **doc("Host.", "127.0.0.1")},
                      "scheme": {"type": "string", "allowed": ["http", "https"], "default": "http",
-                                **_doc("Scheme.", "http")}}},
-        "tcp": {"type": "dict", **_doc("Success is an accepted TCP connection."),
+                                **doc("Scheme.", "http")}}},
+        "tcp": {"type": "dict", **doc("Success is an accepted TCP connection."),
                 "schema": {
                     "port": {"type": "integer", "min": 1, "max": 65535,
-                             **_doc("Port; default: the instance's `PORT`.")},
-                    "host": {"type": "string", "default": "127.0.0.1", **_doc("Host.", "127.0.0.1")}}},
+                             **doc("Port; default: the instance's `PORT`.")},
+                    "host": {"type": "string", "default": "127.0.0.1", **doc("Host.", "127.0.0.1")}}},
         "initial_delay": duration("Wait this long after the start before the first probe.", 0.0),
         "period": duration("Time between probes.", 1.0),
         "timeout": duration("A probe that takes longer fails.", 1.0),
         "success_threshold": {"type": "integer", "min": 1, "default": 1,
-                              **_doc("Successes in a row that make a readiness probe pass.", 1)},
+                              **doc("Successes in a row that make a readiness probe pass.", 1)},
         "failure_threshold": {"type": "integer", "min": 1, "default": 30,
-                              **_doc("Failures in a row that fail the probe: a readiness probe that "
+                              **doc("Failures in a row that fail the probe: a readiness probe that "
                                      "has not passed by then stops the service (then the restart "
                                      "policy applies); a liveness probe restarts it.", 30)},
     },
@@ -115,13 +99,13 @@ VOLUME = {
     "type": "dict", "coerce": to_volume,
     "schema": {
         "path": {"type": "string", "required": True, "empty": False,
-                 **_doc("Directory; relative paths are below the deployment's root (the project "
+                 **doc("Directory; relative paths are below the deployment's root (the project "
                         "directory on the host, `/` in an image).")},
         "persistent": {"type": "boolean", "default": True,
-                       **_doc("Keep the contents between runs; false wipes the directory each "
+                       **doc("Keep the contents between runs; false wipes the directory each "
                               "time the deployment starts.", True)},
         "mode": {"type": "string", "regex": MODE_RE, "default": "0755",
-                 **_doc("Permission bits when the directory is created.", "0755")},
+                 **doc("Permission bits when the directory is created.", "0755")},
     },
 }
 
@@ -130,81 +114,81 @@ CONFIG_FILE = {
     "exactly_one_of": ["src", "content"],
     "schema": {
         "path": {"type": "string", "required": True, "regex": r"^[^/].*",
-                 **_doc("Path below the service's config directory, which the process finds in "
+                 **doc("Path below the service's config directory, which the process finds in "
                         "`$DREAM_CONFIG_DIR` (also `$XDG_CONFIG_HOME`).")},
         "src": {"type": "string", "empty": False,
-                **_doc("A host file, relative to the YAML file that names it; read at render time.")},
-        "content": {"type": "string", **_doc("The file's text, inline.")},
+                **doc("A host file, relative to the YAML file that names it; read at render time.")},
+        "content": {"type": "string", **doc("The file's text, inline.")},
         "mode": {"type": "string", "regex": MODE_RE, "default": "0644",
-                 **_doc("Permission bits.", "0644")},
+                 **doc("Permission bits.", "0644")},
     },
 }
 
 SERVICE = {
     "type": "dict",
     "schema": {
-        "description": {"type": "string", **_doc("What the service is, for people.")},
+        "description": {"type": "string", **doc("What the service is, for people.")},
         "command": {**shell_or_argv("What to run. A list is an argv, executed without a shell "
                                     "(`$` and quotes are passed as they are); a string is a shell "
                                     "command run by `/bin/sh -c` (so `$PORT` expands)."),
                     "required": True},
         "args": {"type": "list", "default": [], "schema": {"type": "string", "coerce": to_text},
-                 **_doc("Arguments appended to the command (quoted for the shell when the "
+                 **doc("Arguments appended to the command (quoted for the shell when the "
                         "command is a string).", [])},
         "env": {"type": "dict", "default": {}, "keysrules": {"type": "string", "regex": ENV_NAME_RE},
                 "valuesrules": {"type": "string", "coerce": to_text},
-                **_doc("Environment variables, taken literally (no `$` expansion).", {})},
+                **doc("Environment variables, taken literally (no `$` expansion).", {})},
         "env_files": {"type": "list", "default": [], "schema": {"type": "string", "empty": False},
-                      **_doc("Env files (`KEY=value` lines) read when the service starts, before "
+                      **doc("Env files (`KEY=value` lines) read when the service starts, before "
                              "`env`; relative to the deployment's root. A missing file is an error.", [])},
         "working_dir": {"type": "string", "empty": False,
-                        **_doc("Working directory; default: the deployment's root.")},
+                        **doc("Working directory; default: the deployment's root.")},
         "user": {"type": "string", "empty": False,
-                 **_doc("`name`, `uid` or `uid:gid` to run as (the supervisor must be root); "
+                 **doc("`name`, `uid` or `uid:gid` to run as (the supervisor must be root); "
                         "default: the deployment's `user`, else the supervisor's own.")},
         "volumes": {"type": "list", "default": [], "schema": VOLUME,
-                    **_doc("Directories the service needs, created (and owned by its user) before "
+                    **doc("Directories the service needs, created (and owned by its user) before "
                            "anything starts. A plain string is a persistent volume.", [])},
         "config_files": {"type": "list", "default": [], "schema": CONFIG_FILE,
-                         **_doc("Files written, fresh at each start of the deployment, into the "
+                         **doc("Files written, fresh at each start of the deployment, into the "
                                 "service's config directory.", [])},
         "ports": {"type": "list", "default": [], "schema": {"type": "integer", "min": 1, "max": 65535},
-                  **_doc("Ports the service listens on; an image with a `services` layer exposes "
+                  **doc("Ports the service listens on; an image with a `services` layer exposes "
                          "them. Every process also gets `PORT` (see `port_base`).", [])},
         "depends_on": {"type": "dict", "default": {}, "coerce": to_conditions,
                        "keysrules": {"type": "string", "regex": SERVICE_NAME_RE},
                        "valuesrules": {"type": "string", "allowed": list(CONDITIONS)},
-                       **_doc("Services that must reach a condition before this one starts: a list "
+                       **doc("Services that must reach a condition before this one starts: a list "
                               "of names (each `started`), or a mapping of name → `started`, "
                               "`healthy` (its readiness probe passed) or `completed_successfully` "
                               "(a one-shot that exited 0).", {})},
-        "readiness": {**PROBE, **_doc("When the service counts as healthy; dependents waiting for "
+        "readiness": {**PROBE, **doc("When the service counts as healthy; dependents waiting for "
                                       "`healthy` start then. Probing ends once it has passed.")},
-        "liveness": {**PROBE, **_doc("Checked from readiness on; failing it restarts the service "
+        "liveness": {**PROBE, **doc("Checked from readiness on; failing it restarts the service "
                                      "(as a failure, under the restart policy).")},
         "restart": {"type": "string", "coerce": to_restart, "allowed": ["no", "on-failure", "always"],
-                    "default": "no", **_doc("`no`, `on-failure` (a non-zero exit, a signal or a failed "
+                    "default": "no", **doc("`no`, `on-failure` (a non-zero exit, a signal or a failed "
                                             "probe) or `always`.", "no")},
         "max_restarts": {"type": "integer", "min": 0, "default": 5,
-                         **_doc("Restarts in a row before giving up (0: never give up). A run longer "
+                         **doc("Restarts in a row before giving up (0: never give up). A run longer "
                                 "than `max_backoff` starts the count again.", 5)},
         "backoff": duration("Delay before the first restart; it doubles with each restart in a row.", 1.0),
         "max_backoff": duration("The longest delay between restarts.", 30.0),
         "stop_signal": {"type": "string", "regex": SIGNAL_RE, "default": "SIGTERM",
-                        **_doc("Signal that asks the service to stop (sent to its process group).",
+                        **doc("Signal that asks the service to stop (sent to its process group).",
                                "SIGTERM")},
         "stop_grace_period": duration("Time from the stop signal to SIGKILL of the service's "
                                       "process group.", 10.0),
         "oneshot": {"type": "boolean", "default": False,
-                    **_doc("A task that runs once and exits 0 (migrations, key generation, "
+                    **doc("A task that runs once and exits 0 (migrations, key generation, "
                            "downloads); others wait for it with `completed_successfully`.", False)},
         "replicas": {"type": "integer", "min": 1, "default": 1,
-                     **_doc("Copies to run, named `<service>.1` … with consecutive `PORT`s.", 1)},
+                     **doc("Copies to run, named `<service>.1` … with consecutive `PORT`s.", 1)},
         "allowed_to_exit": {"type": "boolean", "default": False,
-                            **_doc("Its end (after any restarts) does not stop the deployment. "
+                            **doc("Its end (after any restarts) does not stop the deployment. "
                                    "Otherwise a service that ends stops every other one.", False)},
         "log_file": {"type": "string", "empty": False,
-                     **_doc("Also append the service's raw output lines to this file (relative "
+                     **doc("Also append the service's raw output lines to this file (relative "
                             "to the deployment's root).")},
     },
 }
@@ -213,38 +197,38 @@ DEPLOYMENT = {
     "type": "dict",
     "schema": {
         "services": {"type": "list", "schema": {"type": "string", "regex": SERVICE_NAME_RE},
-                     **_doc("The services it runs, in this order; default: every service of the recipe.")},
+                     **doc("The services it runs, in this order; default: every service of the recipe.")},
         "default": {"type": "boolean", "default": False,
-                    **_doc("Run by `doit run:procfile` when no deployment is named (with one "
+                    **doc("Run by `doit run:procfile` when no deployment is named (with one "
                            "deployment in the project, that one is the default).", False)},
         "env": {"type": "dict", "default": {}, "keysrules": {"type": "string", "regex": ENV_NAME_RE},
                 "valuesrules": {"type": "string", "coerce": to_text},
-                **_doc("Environment of every service (the Procfile renderer writes it to `.env`).", {})},
+                **doc("Environment of every service (the Procfile renderer writes it to `.env`).", {})},
         "port_base": {"type": "integer", "min": 1, "max": 65535, "default": 5000,
-                      **_doc("`PORT` of the first service; each next service gets 100 more and "
+                      **doc("`PORT` of the first service; each next service gets 100 more and "
                              "each replica 1 more (honcho's and foreman's rule).", 5000)},
-        "user": {"type": "string", "empty": False, **_doc("Default `user` of its services.")},
+        "user": {"type": "string", "empty": False, **doc("Default `user` of its services.")},
         "log_dir": {"type": "string", "empty": False,
-                    **_doc("Write each process's raw output to `<log_dir>/<service>.<n>.log` too.")},
+                    **doc("Write each process's raw output to `<log_dir>/<service>.<n>.log` too.")},
     },
 }
 
 SERVICES = {"type": "dict", "default": {}, "keysrules": {"type": "string", "regex": SERVICE_NAME_RE},
             "valuesrules": SERVICE,
-            **_doc("Services by name. Modules add services and recipes change fields of imported ones.", {})}
+            **doc("Services by name. Modules add services and recipes change fields of imported ones.", {})}
 
 DEPLOYMENTS = {"type": "dict", "default": {}, "keysrules": {"type": "string", "regex": SERVICE_NAME_RE},
                "valuesrules": DEPLOYMENT,
-               **_doc("Deployments by name. Without any, a recipe with services has one, named "
+               **doc("Deployments by name. Without any, a recipe with services has one, named "
                       "like the recipe, that runs all of them.", {})}
 
 SERVICES_LAYER = {
     "type": "dict",
-    **_doc("The supervisor and one deployment (kind `services`): `docker run <image>` starts the "
+    **doc("The supervisor and one deployment (kind `services`): `docker run <image>` starts the "
            "deployment with dream's supervisor as PID 1. Needs `python3` in a Debian layer."),
     "schema": {
         "deployment": {"type": "string", "regex": SERVICE_NAME_RE,
-                       **_doc("Which deployment of this recipe; default: its only or default one.")},
+                       **doc("Which deployment of this recipe; default: its only or default one.")},
     },
 }
 
