@@ -37,10 +37,10 @@ def docker_archive(store: Store, manifest: Descriptor, repo_tags: list[str]) -> 
     yield _member("manifest.json", len(index)) + index + _padding(len(index))
     config_bytes = store.read_blob(body["config"]["digest"])
     yield _member(f"{config}.json", len(config_bytes)) + config_bytes + _padding(len(config_bytes))
-    for digest in layers:
-        path = store.blob_path("sha256:" + digest)
+    for layer in body["layers"]:
+        path = store.blob_path(layer["digest"])
         size = path.stat().st_size
-        yield _member(f"{digest}/layer.tar", size)
+        yield _member(f"{layer['digest'].split(':')[1]}/layer.tar", size)
         with open(path, "rb") as handle:
             while chunk := handle.read(CHUNK):
                 yield chunk
@@ -65,6 +65,8 @@ def load(store: Store, name: str, tags: list[str]) -> list[str]:
     manifest = store.tagged(name)
     if manifest is None:
         raise DreamError(f"no image {name!r} in the store; run `doit build:{name}`")
+    for layer in store.read_json(manifest.digest)["layers"]:
+        store.local_blob(Descriptor.from_json(layer))  # a base layer may still be remote
     try:
         client = docker.from_env()
         _check_zstd_support(store, manifest, client.version().get("Version", "0"))

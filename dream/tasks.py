@@ -5,6 +5,8 @@ Tasks (``doit list --all``):
   build:<image>          assemble config + manifest from the layers, tag it in the store
   lock:<image>           resolve outside inputs into recipes/<image>.lock.json
   load:<image>           stream the built image into the Docker engine
+  push:<image>           push the built image to registries (image.push or --to)
+  pull:<image>           fetch the blobs of the image that only a registry holds
   render:procfile        write a deployment's Procfile and .env (dream/services/tasks.py)
   run:procfile           run a deployment under dream's supervisor
   verify, gc             check / clean the store
@@ -16,10 +18,11 @@ doit's database costs a re-hash of the inputs, never a rebuild.
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from doit.exceptions import TaskFailed
 
@@ -33,9 +36,13 @@ from dream.oci.layer import build_layer, tree_size
 from dream.progress import bar
 from dream.recipe.load import load_recipe
 from dream.recipe.model import LayerSpec, Recipe
+from dream.registry.settings import configure
 from dream.services.tasks import service_tasks
 from dream.store import Descriptor, Store, open_store
 from dream.store.layout import canonical_json, store_path
+
+if TYPE_CHECKING:
+    from dream.registry.cache import LayerCache
 
 RECIPE_DIR = "recipes"
 
@@ -55,6 +62,15 @@ def load_recipes(root: Path) -> list[Recipe]:
             print(error, file=sys.stderr)
         raise SystemExit(1)
     return recipes
+
+
+def cache_for(recipe: Recipe) -> LayerCache | None:
+    """``DREAM_CACHE`` (a repository, or ``off``), else the recipe's ``image.cache``."""
+    setting = os.environ.get("DREAM_CACHE", "").strip() or recipe.image.get("cache")
+    if not setting or setting == "off":
+        return None
+    from dream.registry.cache import LayerCache  # imports the HTTP stack: only when a cache is set
+    return LayerCache(setting)
 
 
 class LayerJob:
@@ -81,25 +97,44 @@ class LayerJob:
         return store.get_ref(self.key)
 
     def build(self) -> dict[str, Any] | TaskFailed:
-        """The layer task's action: reuse the store's blob for this key, or build it."""
+        """The layer task's action: reuse the store's blob for this key, take it from its
+        registry (a base image's layer) or the layer cache, or build it (and publish it)."""
         try:
             store = open_store()
             with store.lock("store", shared=True):
-                descriptor = self.built(store)
+                descriptor = self.built(store) or self.from_outside(store)
                 if descriptor is None:
-                    assert self.part is not None
-                    ctx = self.image.context(self.layer, store)
-                    with ctx.scratch() as scratch:
-                        tree = self.part.tree(ctx, scratch)
-                        label = f"{self.image.recipe.name}/{self.name}"
-                        with bar(label, tree_size(tree)) as advance:
-                            descriptor = build_layer(tree, self.codec, source_date_epoch(), store, advance)
-                    store.put_ref(self.key, descriptor)
-                    print(f"{self.image.recipe.name}/{self.name}: {descriptor.digest} "
-                          f"({descriptor.size:,} bytes)")
+                    descriptor = self.build_here(store)
+                    if self.image.cache:
+                        self.image.cache.publish(store, self.key, descriptor)
+                store.put_ref(self.key, descriptor)
             return {"digest": descriptor.digest, "key": self.key}
         except DreamError as exc:
             return TaskFailed(str(exc))
+
+    def from_outside(self, store: Store) -> Descriptor | None:
+        """A base image's layer (recorded, not downloaded), or a layer in the remote cache."""
+        label = f"{self.image.recipe.name}/{self.name}"
+        if self.part is not None and self.part.remote is not None:
+            descriptor, source = self.part.remote
+            store.add_source(descriptor.digest, source)
+            print(f"{label}: {descriptor.digest} (from {source})")
+            return descriptor
+        found = self.image.cache.lookup(store, self.key) if self.image.cache else None
+        if found is not None:
+            print(f"{label}: {found.digest} (from the layer cache {self.image.cache.reference.name})")
+        return found
+
+    def build_here(self, store: Store) -> Descriptor:
+        assert self.part is not None and self.part.tree is not None
+        ctx = self.image.context(self.layer, store)
+        with ctx.scratch() as scratch:
+            tree = self.part.tree(ctx, scratch)
+            label = f"{self.image.recipe.name}/{self.name}"
+            with bar(label, tree_size(tree)) as advance:
+                descriptor = build_layer(tree, self.codec, source_date_epoch(), store, advance)
+        print(f"{label}: {descriptor.digest} ({descriptor.size:,} bytes)")
+        return descriptor
 
     def uptodate(self, task: Any, values: Any) -> bool:
         """Up to date when the store has this key; never raises (doit would print a traceback)."""
@@ -115,6 +150,7 @@ class ImageJob:
     def __init__(self, recipe: Recipe) -> None:
         self.recipe = recipe
         self._locks: dict[str, Any] | None = None
+        self.cache = cache_for(recipe)
         self.layers: list[LayerJob] = []
         for layer in recipe.layers:
             try:
@@ -146,21 +182,34 @@ class ImageJob:
         return out
 
     def config(self) -> dict[str, Any]:
-        """The recipe's image settings over what its layers' builders add: env and labels
-        (merged, the recipe's win), exposed ports (joined), and ``cmd`` (a services layer's
-        supervisor command replaces the one a base module set, such as debian-python's bash)."""
-        image = dict(self.recipe.image)
+        """The image config's fields, from three sources in rising order:
+
+        1. a ``from`` base image's config (its Env, Entrypoint, Cmd, User, …);
+        2. the recipe's ``image`` (a field set there, even to null, replaces the base's; and,
+           as in a Dockerfile, an image that sets its own entrypoint does not inherit a cmd);
+        3. what the other layers' builders add: env and labels under the recipe's, ports
+           joined, and a services layer's supervisor ``cmd`` over any other.
+        """
+        base: dict[str, Any] = {}
         env: dict[str, str] = {}
         labels: dict[str, str] = {}
+        ports: set[str] = set(self.recipe.image.get("ports", []))
+        cmd = None
         for layer in self.recipe.layers:
             extra = image_config_of(BUILDERS[layer.kind], self.context(layer, Store(store_path())))
+            base.update(extra.get("base", {}))
             env.update(extra.get("env", {}))
             labels.update(extra.get("labels", {}))
-            image["ports"] = sorted(set(image.get("ports", [])) | set(extra.get("ports", [])))
-            if "cmd" in extra:
-                image["cmd"] = extra["cmd"]
-        image["env"] = {**env, **image.get("env", {})}
-        image["labels"] = {**labels, **image.get("labels", {})}
+            ports |= set(extra.get("ports", [])) | set(base.get("ports", []))
+            cmd = extra.get("cmd", cmd)
+        if self.recipe.image.get("entrypoint") is not None:
+            base.pop("cmd", None)
+        image = {**base, **self.recipe.image}
+        image["env"] = {**base.get("env", {}), **env, **self.recipe.image.get("env", {})}
+        image["labels"] = {**base.get("labels", {}), **labels, **self.recipe.image.get("labels", {})}
+        image["ports"] = sorted(ports)
+        if cmd is not None:
+            image["cmd"] = cmd
         return image
 
     def assemble(self) -> dict[str, Any] | TaskFailed:
@@ -191,6 +240,44 @@ class ImageJob:
         except DreamError as exc:
             return TaskFailed(str(exc))
 
+    def push(self, to: list[str]) -> None | TaskFailed:
+        """Push the built image to ``to`` (``--to``, repeatable) or the recipe's ``image.push``."""
+        from dream.registry.push import push_image
+        from dream.registry.reference import parse_reference
+        try:
+            targets = [parse_reference(t, "push target") for t in (to or self.recipe.image["push"])]
+            if not targets:
+                raise DreamError(f"nowhere to push {self.recipe.name}: set image.push in "
+                                 f"{self.recipe.display} or give --to host/repository")
+            store = open_store()
+            manifest = store.tagged(self.recipe.name)
+            if manifest is None:
+                raise DreamError(f"no image {self.recipe.name!r} in the store; run `doit build:{self.recipe.name}`")
+            for target in targets:
+                tags = [target.tag] if target.tag else self.recipe.image["tags"]
+                print(push_image(store, manifest, target, tags))
+            return None
+        except DreamError as exc:
+            return TaskFailed(str(exc))
+
+    def pull(self) -> None | TaskFailed:
+        """Fetch every blob of the built image that the store knows only by its source."""
+        try:
+            store = open_store()
+            manifest = store.tagged(self.recipe.name)
+            if manifest is None:
+                raise DreamError(f"no image {self.recipe.name!r} in the store; run `doit build:{self.recipe.name}`")
+            body = store.read_json(manifest.digest)
+            missing = [Descriptor.from_json(d) for d in [body["config"], *body["layers"]]
+                       if not store.has_blob(d["digest"], d["size"])]
+            for descriptor in missing:
+                store.local_blob(descriptor)
+            print(f"{self.recipe.name}: fetched {len(missing)} blobs "
+                  f"({sum(d.size for d in missing):,} bytes); the store holds the whole image")
+            return None
+        except DreamError as exc:
+            return TaskFailed(str(exc))
+
     def load(self) -> None | TaskFailed:
         from dream.engine import load
         try:
@@ -205,6 +292,8 @@ def dodo_tasks(root: Path | None = None) -> dict[str, Callable[[], Any]]:
     """The ``task_*`` functions for dodo.py, over every recipe under ``root/recipes``."""
     root = root or Path.cwd()
     recipes = load_recipes(root)
+    for recipe in recipes:
+        configure(recipe.registries)
     jobs = [ImageJob(recipe) for recipe in recipes if recipe.builds_image]
     try:
         services = service_tasks(recipes, root)
@@ -244,8 +333,24 @@ def dodo_tasks(root: Path | None = None) -> dict[str, Callable[[], Any]]:
             yield {"name": name, "doc": f"load {name} into the Docker engine",
                    "actions": [image.load], "task_dep": [f"build:{name}"], "verbosity": 2}
 
+    def task_push() -> Any:
+        """push an image to registries (image.push, or --to host/repository)"""
+        for image in jobs:
+            name = image.recipe.name
+            yield {"name": name, "doc": f"push {name} to {', '.join(image.recipe.image['push']) or '--to'}",
+                   "actions": [image.push], "task_dep": [f"build:{name}"], "verbosity": 2,
+                   "params": [{"name": "to", "long": "to", "type": list, "default": [],
+                               "help": "push to this repository instead of image.push (repeatable)"}]}
+
+    def task_pull() -> Any:
+        """fetch the image's blobs that only a registry holds into the store"""
+        for image in jobs:
+            name = image.recipe.name
+            yield {"name": name, "doc": f"fetch every blob of {name} into the store",
+                   "actions": [image.pull], "task_dep": [f"build:{name}"], "verbosity": 2}
+
     return {"task_layer": task_layer, "task_build": task_build, "task_lock": task_lock,
-            "task_load": task_load, "task_verify": task_verify, "task_gc": task_gc, **services}
+            "task_load": task_load, "task_push": task_push, "task_pull": task_pull, "task_verify": task_verify, "task_gc": task_gc, **services}
 
 
 def task_verify() -> dict[str, Any]:

@@ -4,12 +4,13 @@ from dream.builders.base import BuildContext, Builder, Part
 from dream.builders.cuda import CudaBuilder
 from dream.builders.debian import DebianBuilder
 from dream.builders.files import FilesBuilder
+from dream.builders.from_image import FromBuilder
 from dream.builders.home import HomeBuilder
 from dream.builders.python import PythonBuilder
 from dream.builders.services import ServicesBuilder
 
 BUILDERS: dict[str, Builder] = {"files": FilesBuilder(), "debian": DebianBuilder(), "cuda": CudaBuilder(),
                                 "python": PythonBuilder(), "home": HomeBuilder(),
-                                "services": ServicesBuilder()}
+                                "services": ServicesBuilder(), "from": FromBuilder()}
 
 __all__ = ["BUILDERS", "BuildContext", "Builder", "Part"]

@@ -47,12 +47,17 @@ class BuildContext:
 
 @dataclass(frozen=True)
 class Part:
-    """One image layer: its name, history comment, key inputs (computed lazily) and content."""
+    """One image layer: its name, history comment, key inputs (computed lazily) and content.
+
+    A layer taken as it is from a registry (a base image's) has no tree: ``remote`` holds its
+    descriptor and the repository (``host/repo``) it comes from.
+    """
 
     name: str
     comment: str
     inputs: Callable[[], Any]
-    tree: Callable[[BuildContext, Path], Tree]
+    tree: Callable[[BuildContext, Path], Tree] | None
+    remote: tuple[Descriptor, str] | None = None
 
 
 class Builder(Protocol):

@@ -14,6 +14,8 @@ from dream.errors import DreamError, Location, UserErrors
 from dream.recipe.merge import Layer, merge
 from dream.recipe.model import LayerSpec, Recipe
 from dream.recipe.schema import LAYER_KINDS, validator
+from dream.registry.settings import HostSettings
+from dream.registry.reference import parse_reference
 from dream.recipe.yamlsource import Lines, PathKey, dotted, host_path, location_of, read_yaml
 from dream.services.model import Deployment
 from dream.services.model import normalize as normalize_services
@@ -166,15 +168,42 @@ def _normalize(path: Path, display: str, doc: dict[str, Any], lines: Lines, root
                         home=spec.get("home", f"/home/{spec['user']}"),
                         files=[_file_entry(item, ("layers", index, "home", "files", i), lines, root, errors)
                                for i, item in enumerate(spec["files"])])
+        elif kind == "from":
+            _check_reference(spec, ("layers", index, "from"), lines, errors)
         layers.append(LayerSpec(name=layer["name"], kind=kind, spec=spec,
                                 comment=layer.get("comment", ""), location=where))
+    for index, target in enumerate(image["push"]):
+        _check_reference(target, ("image", "push", index), lines, errors)
+    if image.get("cache"):
+        _check_reference(image["cache"], ("image", "cache"), lines, errors)
+    registries = {host: _registry(host, settings, lines, root, errors)
+                  for host, settings in doc["registries"].items()}
     deployments, problems = normalize_services(doc, image["name"], lines, root)
     errors.extend(problems)
     errors.extend(_check_services_layers(layers, deployments))
     if errors:
         raise UserErrors(_sorted(errors))
     return Recipe(path=path, display=display, name=image["name"], image=image, layers=layers,
-                  python=doc["python"], deployments=deployments)
+                  python=doc["python"], deployments=deployments, registries=registries)
+
+
+def _check_reference(text: str, at: PathKey, lines: Lines, errors: list[DreamError]) -> None:
+    try:
+        parse_reference(text, "reference")
+    except DreamError as exc:
+        errors.append(DreamError(exc.message, location_of(lines, at), dotted(at)))
+
+
+def _registry(host: str, settings: dict[str, Any], lines: Lines, root: Path,
+              errors: list[DreamError]) -> HostSettings:
+    """A ``registries.<host>`` entry, its ``ca_file`` resolved against the file that wrote it."""
+    ca_file = None
+    if "ca_file" in settings:
+        at = ("registries", host, "ca_file")
+        ca_file = host_path(lines, at, settings["ca_file"], root)
+        if not ca_file.is_file():
+            errors.append(DreamError(f"no such file: {settings['ca_file']}", location_of(lines, at), dotted(at)))
+    return HostSettings(plain_http=settings.get("plain_http"), ca_file=str(ca_file) if ca_file else None)
 
 
 def _check_services_layers(layers: list[LayerSpec], deployments: dict[str, Deployment]) -> list[DreamError]:

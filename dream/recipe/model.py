@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from dream.errors import Location
+from dream.registry.settings import HostSettings
 from dream.services.model import Deployment
 
 
@@ -36,6 +37,7 @@ class Recipe:
     layers: list[LayerSpec] = field(default_factory=list)
     python: dict[str, Any] = field(default_factory=dict)
     deployments: dict[str, Deployment] = field(default_factory=dict)
+    registries: dict[str, HostSettings] = field(default_factory=dict)
 
     @property
     def builds_image(self) -> bool:

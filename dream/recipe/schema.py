@@ -17,6 +17,7 @@ from typing import Any
 import cerberus
 
 from dream.recipe.rules import ENV_NAME_RE, MODE_RE, SIGNAL_RE, doc, to_text
+from dream.registry.reference import REFERENCE_PATTERN
 from dream.services.schema import DEPLOYMENTS, SERVICES, SERVICES_LAYER
 
 NAME_RE = r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$"
@@ -24,7 +25,7 @@ LAYER_NAME_RE = r"^[a-z0-9][a-z0-9._-]*$"
 TAG_RE = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
 OWNER_RE = r"^\d+:\d+$"
 PORT_RE = r"^\d{1,5}(/(tcp|udp|sctp))?$"
-LAYER_KINDS = ("files", "debian", "cuda", "python", "home", "services")
+LAYER_KINDS = ("files", "debian", "cuda", "python", "home", "services", "from")
 USER_RE = r"^[a-z_][a-z0-9_-]{0,31}$"
 
 
@@ -214,6 +215,12 @@ LAYER = {
         "python": PYTHON_LAYER,
         "home": HOME_LAYER,
         "services": SERVICES_LAYER,
+        "from": {"type": "string", "regex": REFERENCE_PATTERN,
+                 **doc("An image in a registry (kind `from`), `host/repository:tag` or "
+                        "`…@sha256:…`: its layers are reused as they are, its config (Env, "
+                        "Entrypoint, Cmd, User, WorkingDir, ports, labels) is inherited and the "
+                        "recipe's `image` fields override it. `doit lock` pins it by digest. One "
+                        "layer becomes `<name>`, several `<name>-1`, `<name>-2` …")},
     },
 }
 
@@ -248,6 +255,13 @@ IMAGE = {
                            "`SOURCE_DATE_EPOCH`, or 1970-01-01T00:00:00Z, so builds are reproducible.")},
         "architecture": {"type": "string", "allowed": ["amd64", "arm64"], "default": "amd64",
                          **doc("CPU architecture of the image.", "amd64")},
+        "push": {"type": "list", "default": [], "schema": {"type": "string", "regex": REFERENCE_PATTERN},
+                 **doc("Repositories `doit push:<image>` pushes to (`host/repository`), each "
+                        "with every tag in `tags`; `--to` on the command line replaces them.", [])},
+        "cache": {"type": "string", "regex": REFERENCE_PATTERN, "nullable": True,
+                  **doc("A repository used as the remote layer cache (`host/repository`): "
+                         "layers are looked up there before they are built and published there "
+                         "after. `DREAM_CACHE` overrides it (`DREAM_CACHE=off` turns it off).")},
         "compression": {"type": "string", "allowed": ["gzip", "zstd"], "default": "gzip",
                         **doc("Layer compression: gzip (ISA-L, level 1) reads everywhere; zstd "
                                "(level 3) is smaller and needs Docker ≥ 23.", "gzip")},
@@ -266,6 +280,18 @@ RECIPE = {
                       "hold deployments).", [])},
     "services": SERVICES,
     "deployments": DEPLOYMENTS,
+    "registries": {
+        "type": "dict", "default": {}, "keysrules": {"type": "string", "regex": r"^[^\s/]+$"},
+        "valuesrules": {"type": "dict", "schema": {
+            "plain_http": {"type": "boolean", **doc("Speak plain http to this registry (only "
+                                                      "loopback registries may do so unasked).")},
+            "ca_file": {"type": "string", "empty": False,
+                        **doc("A PEM file of CA certificates to trust for this registry, relative "
+                               "to the YAML file that names it.")},
+        }},
+        **doc("Per registry host (`name:port`): how to reach it. Credentials never go here: "
+               "they come from the Docker config or DREAM_REGISTRY_USERNAME/PASSWORD.", {}),
+    },
 }
 
 

@@ -6,6 +6,10 @@
   after their blob, so a ref never points at a missing blob.
 - ``index.json`` names each built image (annotation ``org.opencontainers.image.ref.name``), so
   ``skopeo inspect oci:STORE:NAME`` and ``umoci unpack --image STORE:NAME`` work.
+- Sources (``dream/sources/<hex>.json``) list the registry repositories (``host/repo``) known
+  to hold a blob. A descriptor whose blob is only there (a base image's layer, a layer found in
+  the remote cache) counts as available: its bytes are fetched, verified, only when something
+  reads them (`local_blob`), and a push to the same registry mounts it instead of uploading.
 - doit's own database has no locking: builds hold a shared lock on the store and ``gc`` an
   exclusive one; read-modify-write of ``index.json`` takes a short exclusive lock of its own.
 """
@@ -112,11 +116,12 @@ class Store:
         self.refs = self.meta / "refs"
         self.tmp_dir = self.meta / "tmp"
         self.locks = self.meta / "locks"
+        self.sources_dir = self.meta / "sources"
 
     # -- set-up ---------------------------------------------------------------------------
     def init(self) -> "Store":
         """Create the layout if missing (idempotent, safe to race)."""
-        for directory in (self.blobs, self.refs, self.tmp_dir, self.locks):
+        for directory in (self.blobs, self.refs, self.tmp_dir, self.locks, self.sources_dir):
             directory.mkdir(parents=True, exist_ok=True)
         layout = self.root / "oci-layout"
         if not layout.exists():
@@ -154,6 +159,35 @@ class Store:
             return False
         return size is None or actual == size
 
+    def available(self, descriptor: Descriptor) -> bool:
+        """In the store, or known to be in a registry repository it can be fetched from."""
+        return self.has_blob(descriptor.digest, descriptor.size) or bool(self.sources(descriptor.digest))
+
+    def local_blob(self, descriptor: Descriptor) -> Path:
+        """The blob's file; a blob known only by its sources is fetched (and verified) first."""
+        if not self.has_blob(descriptor.digest, descriptor.size):
+            if not self.sources(descriptor.digest):
+                raise DreamError(f"blob {descriptor.digest} is not in the store and has no known source")
+            from dream.registry.fetch import fetch_blob  # the store itself never needs the network
+            fetch_blob(self, descriptor)
+        return self.blob_path(descriptor.digest)
+
+    # -- sources: where else a blob lives ---------------------------------------------------
+    def sources(self, digest: str) -> list[str]:
+        try:
+            return list(json.loads((self.sources_dir / self.blob_path(digest).name).read_bytes()))
+        except (FileNotFoundError, ValueError):
+            return []
+
+    def add_source(self, digest: str, location: str) -> None:
+        """Remember that the repository ``location`` (``host/repo``) holds ``digest``."""
+        with self.lock("sources"):
+            known = self.sources(digest)
+            if location not in known:
+                self.sources_dir.mkdir(parents=True, exist_ok=True)
+                self._write_atomic(self.sources_dir / self.blob_path(digest).name,
+                                   canonical_json(sorted([*known, location])))
+
     @contextlib.contextmanager
     def blob_writer(self) -> Iterator[BlobWriter]:
         """Write a blob of unknown digest; it becomes visible only when `commit` is called."""
@@ -182,13 +216,13 @@ class Store:
         return self.refs / key[:2] / f"{key}.json"
 
     def get_ref(self, key: str) -> Descriptor | None:
-        """The descriptor built for ``key``, if it and its blob are present."""
+        """The descriptor built for ``key``, if its blob is present or has a known source."""
         try:
             data = json.loads(self._ref_path(key).read_bytes())
         except (FileNotFoundError, ValueError):
             return None
         descriptor = Descriptor.from_json(data)
-        return descriptor if self.has_blob(descriptor.digest, descriptor.size) else None
+        return descriptor if self.available(descriptor) else None
 
     def put_ref(self, key: str, descriptor: Descriptor) -> None:
         path = self._ref_path(key)

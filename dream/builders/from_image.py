@@ -1,0 +1,76 @@
+"""Kind ``from``: the layers of an image in a registry, reused as they are.
+
+``doit lock:<image>`` pins the reference to a manifest digest and records its config and layer
+descriptors, so tasks are made without the network. The layers are never rebuilt nor
+re-compressed: the image's manifest names the very same blobs, which are fetched only when
+something reads them (and mounted, not copied, when pushed to the same registry). The base's
+config (Env, Entrypoint, Cmd, User, WorkingDir, ports, labels, stop signal) is inherited; the
+recipe's ``image`` fields override it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from dream.builders.base import BuildContext, Part
+from dream.errors import DreamError
+from dream.oci.tree import Tree
+from dream.recipe.model import LayerSpec, Recipe
+from dream.registry.reference import parse_reference
+from dream.store import Descriptor
+
+
+class FromBuilder:
+    kind = "from"
+    version = "1"
+    needs_lock = True
+
+    def lock_inputs(self, layer: LayerSpec, recipe: Recipe) -> Any:
+        return {"from": layer.spec, "architecture": recipe.image["architecture"]}
+
+    def lock(self, layer: LayerSpec, recipe: Recipe, earlier: dict[str, Any],
+             previous: dict[str, Any]) -> Any:
+        """Resolve the reference; an existing pin for the same reference is kept (a moving tag
+        moves the lock only with DREAM_LOCK_UPGRADE=1)."""
+        from dream.registry.resolve import resolve_base
+        kept = previous.get(layer.name, {})
+        if kept.get("ref") == layer.spec and kept.get("architecture") == recipe.image["architecture"]:
+            return {k: v for k, v in kept.items() if k not in ("kind", "settings")}
+        try:
+            return resolve_base(parse_reference(layer.spec, "from"), recipe.image["architecture"])
+        except DreamError as exc:
+            raise DreamError(exc.message, layer.location, f"layers.{layer.name}.from") from None
+
+    def parts(self, ctx: BuildContext) -> list[Part]:
+        entry = ctx.lock
+        layers = [Descriptor.from_json(layer) for layer in entry["layers"]]
+        name = ctx.layer.name
+        names = [name] if len(layers) == 1 else [f"{name}-{i}" for i in range(1, len(layers) + 1)]
+        comment = ctx.layer.comment or f"from {entry['ref']}"
+        return [Part(part, comment, lambda d=layer: {"digest": d.digest}, None, (layer, entry["source"]))
+                for part, layer in zip(names, layers)]
+
+    def key_inputs(self, ctx: BuildContext) -> Any:
+        raise AssertionError("a from layer is made of parts")
+
+    def tree(self, ctx: BuildContext, scratch: Path) -> Tree:
+        raise AssertionError("a from layer is never built")
+
+    def config(self, ctx: BuildContext) -> dict[str, Any]:
+        """The base image's config, as recipe ``image`` fields, under ``base`` (recipe wins)."""
+        entry = ctx.lock
+        descriptor = Descriptor.from_json(entry["config"])
+        ctx.store.add_source(descriptor.digest, entry["source"])
+        config = json.loads(ctx.store.local_blob(descriptor).read_bytes()).get("config") or {}
+        base: dict[str, Any] = {
+            "env": dict(item.split("=", 1) for item in config.get("Env") or [] if "=" in item),
+            "labels": dict(config.get("Labels") or {}),
+            "ports": sorted(config.get("ExposedPorts") or {}),
+        }
+        for key, field in (("Entrypoint", "entrypoint"), ("Cmd", "cmd"), ("User", "user"),
+                           ("WorkingDir", "workdir"), ("StopSignal", "stop_signal")):
+            if config.get(key):
+                base[field] = config[key]
+        return {"base": base}

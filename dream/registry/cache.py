@@ -1,0 +1,96 @@
+"""The remote layer cache: a registry repository mapping layer input keys to layer blobs.
+
+Each entry is a small OCI artifact manifest tagged ``layer-<input key>`` in the cache
+repository (docs/registries.md shows one)::
+
+    artifactType  application/vnd.dream.layer.v1
+    config        the empty descriptor ({}), as OCI 1.1 says artifacts without config use
+    layers        [the layer's descriptor, annotated with its diff_id]
+    annotations   dev.dream.key = the input key
+
+The manifest's bytes depend only on the layer, so two CI jobs that publish the same key at the
+same time PUT the same bytes: the registry ends with one valid entry whichever lands last, and
+a reader never sees a half entry (a tag points at a complete manifest whose blobs were pushed
+first). Anything that goes wrong with the cache is a warning: the build goes on locally.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from dream.errors import DreamError
+from dream.registry.client import client_for
+from dream.registry.push import PushReport, push_blob
+from dream.registry.reference import Reference, parse_reference
+from dream.store.layout import Descriptor, Store, canonical_json
+
+ARTIFACT_TYPE = "application/vnd.dream.layer.v1"
+MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
+EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
+EMPTY = b"{}"
+DIFF_ID = "dev.dream.diff-id"
+KEY = "dev.dream.key"
+
+_disabled: set[str] = set()  # caches that failed once in this process: not asked again
+
+
+def entry_tag(key: str) -> str:
+    return f"layer-{key}"
+
+
+def entry_manifest(key: str, layer: Descriptor, empty: Descriptor) -> bytes:
+    layer_entry = {**layer.oci(), "annotations": {**layer.annotations, DIFF_ID: layer.diffID}}
+    return canonical_json({"schemaVersion": 2, "mediaType": MANIFEST_MEDIA_TYPE,
+                           "artifactType": ARTIFACT_TYPE, "config": empty.oci(),
+                           "layers": [layer_entry], "annotations": {KEY: key}})
+
+
+class LayerCache:
+    """One cache repository, asked before a layer is built and told after."""
+
+    def __init__(self, repository: str) -> None:
+        self.reference: Reference = parse_reference(repository, "layer cache")
+
+    def _warn(self, exc: DreamError) -> None:
+        print(f"warning: layer cache {self.reference.name} unavailable ({exc}); building locally",
+              file=sys.stderr)
+        _disabled.add(self.reference.name)
+
+    def lookup(self, store: Store, key: str) -> Descriptor | None:
+        """The layer built for ``key`` by anyone who published it (recorded in ``store`` as a
+        blob the cache repository holds, nothing downloaded); None on a miss or a failure."""
+        if self.reference.name in _disabled:
+            return None
+        try:
+            client = client_for(self.reference.host)
+            data = client.manifest_exists(self.reference.repository, entry_tag(key))
+            if data is None:
+                return None
+            layer = json.loads(data)["layers"][0]
+            annotations = dict(layer.get("annotations", {}))
+            diff_id = annotations.pop(DIFF_ID)
+            found = Descriptor(layer["mediaType"], layer["digest"], layer["size"], annotations, diff_id)
+            store.add_source(found.digest, self.reference.name)
+            return found
+        except DreamError as exc:
+            self._warn(exc)
+        except (ValueError, KeyError, IndexError, TypeError):
+            self._warn(DreamError(f"entry layer-{key[:12]}… is not a dream cache entry"))
+        return None
+
+    def publish(self, store: Store, key: str, layer: Descriptor) -> None:
+        """Push the layer blob (skipped when present) and the entry manifest for ``key``."""
+        if self.reference.name in _disabled:
+            return
+        try:
+            client = client_for(self.reference.host)
+            repository = self.reference.repository
+            empty = store.put_bytes(EMPTY, EMPTY_MEDIA_TYPE)
+            report = PushReport(self.reference.name, "")
+            for blob in (empty, layer):
+                push_blob(store, client, repository, blob, report)
+            client.put_manifest(repository, entry_tag(key), entry_manifest(key, layer, empty),
+                                MANIFEST_MEDIA_TYPE)
+        except DreamError as exc:
+            self._warn(exc)

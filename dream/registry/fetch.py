@@ -1,0 +1,47 @@
+"""Fetching a blob the store knows only by its sources (a base image's layer, a cached layer).
+
+The bytes stream from the registry into a temporary file of the store while they are hashed;
+a blob whose digest or size is wrong never becomes visible. A layer is also checked for path
+traversal before it is committed, so nothing in dream (nor an engine it is loaded into)
+ever unpacks an entry that points outside the image's root.
+"""
+
+from __future__ import annotations
+
+from dream.errors import DreamError
+from dream.oci.safety import check_layer_file
+from dream.progress import bar
+from dream.registry.client import client_for
+from dream.registry.reference import parse_reference
+from dream.store.layout import Descriptor, Store
+
+
+def is_layer(media_type: str) -> bool:
+    return ".layer." in media_type or ".rootfs.diff." in media_type
+
+
+def fetch_blob(store: Store, descriptor: Descriptor) -> None:
+    """Download ``descriptor``'s blob from the first of its sources that has it."""
+    problems = []
+    for location in store.sources(descriptor.digest):
+        source = parse_reference(location, "blob source")
+        try:
+            _fetch_from(store, descriptor, source.host, source.repository)
+            return
+        except DreamError as exc:
+            problems.append(str(exc))
+    raise DreamError(f"cannot fetch blob {descriptor.digest}: " + "; ".join(problems))
+
+
+def _fetch_from(store: Store, descriptor: Descriptor, host: str, repository: str) -> None:
+    client = client_for(host)
+    label = f"{host}/{repository}@{descriptor.digest[7:19]}"
+    with store.blob_writer() as writer, bar(f"fetch {label}", descriptor.size) as advance:
+        for piece in client.fetch_blob(repository, descriptor.digest, descriptor.size):
+            writer.write(piece)
+            advance(len(piece))
+        writer.file.flush()
+        if is_layer(descriptor.mediaType):
+            check_layer_file(writer.path, descriptor.mediaType, label)
+        digest, _ = writer.commit()
+    assert digest == descriptor.digest  # fetch_blob verified it while streaming

@@ -1,0 +1,41 @@
+"""How to reach each registry host: plain http or TLS, and which CA to trust.
+
+Kept apart from the client so that loading recipes does not import the HTTP stack.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    """How to reach one registry: ``plain_http`` (None: https, or http for loopback hosts
+    that do not speak TLS) and an extra CA bundle to trust."""
+
+    plain_http: bool | None = None
+    ca_file: str | None = None
+
+
+_CONFIGURED: dict[str, HostSettings] = {}
+
+
+def configure(hosts: dict[str, HostSettings]) -> None:
+    """Register the recipes' ``registries`` settings (called once, when tasks are made)."""
+    _CONFIGURED.update(hosts)
+
+
+def settings_for(host: str) -> HostSettings:
+    """A recipe's ``registries.<host>``, else ``DREAM_PLAIN_HTTP`` (comma-separated hosts) and
+    ``DREAM_REGISTRY_CA``, else the CA docker and podman would use (``certs.d/<host>/ca.crt``)."""
+    if host in _CONFIGURED:
+        return _CONFIGURED[host]
+    plain = host in {h.strip() for h in os.environ.get("DREAM_PLAIN_HTTP", "").split(",") if h.strip()}
+    ca_file = os.environ.get("DREAM_REGISTRY_CA") or None
+    for directory in ("/etc/docker/certs.d", "/etc/containers/certs.d"):
+        candidate = Path(directory) / host / "ca.crt"
+        if ca_file is None and candidate.is_file():
+            ca_file = str(candidate)
+    return HostSettings(plain_http=True if plain else None, ca_file=ca_file)
