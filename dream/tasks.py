@@ -65,8 +65,8 @@ def load_recipes(root: Path) -> list[Recipe]:
 
 
 def cache_for(recipe: Recipe) -> LayerCache | None:
-    """``DREAM_CACHE`` (a repository, or ``off``), else the recipe's ``image.cache``."""
-    setting = os.environ.get("DREAM_CACHE", "").strip() or recipe.image.get("cache")
+    """``DREAM_LAYER_CACHE`` (a repository, or ``off``), else the recipe's ``image.cache``."""
+    setting = os.environ.get("DREAM_LAYER_CACHE", "").strip() or recipe.image.get("cache")
     if not setting or setting == "off":
         return None
     from dream.registry.cache import LayerCache  # imports the HTTP stack: only when a cache is set

@@ -261,7 +261,7 @@ IMAGE = {
         "cache": {"type": "string", "regex": REFERENCE_PATTERN, "nullable": True,
                   **doc("A repository used as the remote layer cache (`host/repository`): "
                          "layers are looked up there before they are built and published there "
-                         "after. `DREAM_CACHE` overrides it (`DREAM_CACHE=off` turns it off).")},
+                         "after. `DREAM_LAYER_CACHE` overrides it (`DREAM_LAYER_CACHE=off` turns it off).")},
         "compression": {"type": "string", "allowed": ["gzip", "zstd"], "default": "gzip",
                         **doc("Layer compression: gzip (ISA-L, level 1) reads everywhere; zstd "
                                "(level 3) is smaller and needs Docker ≥ 23.", "gzip")},
