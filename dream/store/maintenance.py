@@ -1,6 +1,7 @@
 """`verify` and `gc`: the two store commands users run by hand.
 
-verify re-hashes every blob and checks that everything a tag reaches is present; gc drops the
+verify re-hashes every blob and checks that everything a tag reaches is present (or, for a
+layer not fetched yet, known to be in a registry: `doit pull:<image>` fetches it); gc drops the
 blobs no tag reaches, the refs whose blobs are gone, and temporary files a killed build left.
 """
 
@@ -40,6 +41,8 @@ def reachable(store: Store, problems: list[str] | None = None) -> set[str]:
 def _walk(store: Store, descriptor: Descriptor, problems: list[str] | None) -> Iterator[str]:
     yield descriptor.digest
     if not store.has_blob(descriptor.digest, descriptor.size):
+        if store.sources(descriptor.digest) and descriptor.mediaType not in MANIFEST_TYPES + INDEX_TYPES:
+            return  # a base or cached layer not fetched yet: a registry holds it
         if problems is not None:
             problems.append(f"missing blob {descriptor.digest} ({descriptor.mediaType})")
         return
