@@ -17,6 +17,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# the registry fixtures (anonymous, basic auth over TLS, token auth), shared by every module
+pytest_plugins = ["tests.registries"]
+
 
 def require(tool: str) -> str:
     """The path of ``tool``; skip without it locally, fail without it in CI."""

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up and run dream's test suite on a fresh Debian machine (as root, like CI):
 # installs the real parts the tests use (Docker engine, skopeo, umoci, gcc for a stand-in CUDA
-# driver, Redis for the database preset, ssh-keygen for the sshd preset; honcho comes with the
-# Python test extras), starts dockerd if it is not running (and stops it again at the end), then
+# driver, Redis for the database preset, ssh-keygen for the sshd preset, distribution's
+# docker-registry for push/pull; honcho, bcrypt and cryptography come with the Python test
+# extras), starts dockerd if it is not running (and stops it again at the end), then
 # runs pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,12 +11,13 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 need=()
 for tool in dockerd:docker.io skopeo:skopeo umoci:umoci gcc:gcc redis-server:redis-server \
-            ssh-keygen:openssh-client; do
+            ssh-keygen:openssh-client docker-registry:docker-registry; do
   command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
 if ((${#need[@]})); then
   apt-get update -qq
-  # Install services without starting them (redis-server's package would start a daemon).
+  # Install services without starting them (the redis-server and docker-registry packages
+  # would each start a daemon).
   policy=""
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d

@@ -162,6 +162,8 @@ class RegistryClient:
     def __init__(self, host: str, settings: HostSettings | None = None) -> None:
         self.host = host
         self.settings = settings or HostSettings()
+        if self.settings.ca_file and not Path(self.settings.ca_file).is_file():
+            raise RegistryError(f"{host}: the CA file {self.settings.ca_file} does not exist")
         self.credentials: Credentials | None = credentials_for(host)
         self.registry = self._connect()
 
@@ -319,7 +321,8 @@ class RegistryClient:
     def get_manifest(self, reference: Reference) -> tuple[bytes, str, str]:
         """The manifest's bytes, media type and digest; checked against the digest if pinned."""
         response = self.request("GET", f"/v2/{reference.repository}/manifests/{reference.selector}",
-                                headers={"Accept": MANIFEST_ACCEPT}, what=str(reference))
+                                headers={"Accept": MANIFEST_ACCEPT},
+                                what=str(reference).removeprefix(reference.host + "/"))
         data = response.content
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         if reference.digest and digest != reference.digest:
