@@ -126,6 +126,16 @@ def test_push_repush_mount_and_pull_by_digest(any_registry: RunningRegistry, tmp
     assert set(pushed_layers) <= blobs_in(consumer)
     assert "0 problems" in consumer.doit("verify").stdout
 
+    # the credentials went nowhere: not in the stores, doit's databases, the locks or the output
+    if registry.password:
+        secrets = [registry.password.encode(),
+                   base64.b64encode(f"{registry.username}:{registry.password}".encode())]
+        for root in (project.root, consumer.root):
+            for path in (p for p in root.rglob("*") if p.is_file() and p.name != "config.json"):
+                data = path.read_bytes()
+                assert not any(secret in data for secret in secrets), path
+        assert registry.password not in run.stdout + run.stderr
+
 
 def test_wrong_password_fails_fast_in_one_line(registry_basic_tls: RunningRegistry,
                                                registry_token: RunningRegistry, tmp_path: Path) -> None:
