@@ -37,10 +37,10 @@ def docker_archive(store: Store, manifest: Descriptor, repo_tags: list[str]) -> 
     yield _member("manifest.json", len(index)) + index + _padding(len(index))
     config_bytes = store.read_blob(body["config"]["digest"])
     yield _member(f"{config}.json", len(config_bytes)) + config_bytes + _padding(len(config_bytes))
-    for layer in body["layers"]:
-        path = store.blob_path(layer["digest"])
+    for digest in layers:
+        path = store.blob_path("sha256:" + digest)
         size = path.stat().st_size
-        yield _member(f"{layer['digest'].split(':')[1]}/layer.tar", size)
+        yield _member(f"{digest}/layer.tar", size)
         with open(path, "rb") as handle:
             while chunk := handle.read(CHUNK):
                 yield chunk

@@ -70,7 +70,11 @@ def cache_for(recipe: Recipe) -> LayerCache | None:
     if not setting or setting == "off":
         return None
     from dream.registry.cache import LayerCache  # imports the HTTP stack: only when a cache is set
-    return LayerCache(setting)
+    where = "DREAM_LAYER_CACHE" if os.environ.get("DREAM_LAYER_CACHE", "").strip() else f"{recipe.display}: image.cache"
+    try:
+        return LayerCache(setting)
+    except DreamError as exc:
+        raise DreamError(f"{where}: {exc}") from None
 
 
 class LayerJob:
@@ -120,7 +124,7 @@ class LayerJob:
             store.add_source(descriptor.digest, source)
             print(f"{label}: {descriptor.digest} (from {source})")
             return descriptor
-        found = self.image.cache.lookup(store, self.key) if self.image.cache else None
+        found = self.image.cache.lookup(store, self.key, self.codec.media_type) if self.image.cache else None
         if found is not None:
             print(f"{label}: {found.digest} (from the layer cache {self.image.cache.reference.name})")
         return found
@@ -249,29 +253,40 @@ class ImageJob:
             if not targets:
                 raise DreamError(f"nowhere to push {self.recipe.name}: set image.push in "
                                  f"{self.recipe.display} or give --to host/repository")
+            if any(t.digest for t in targets):
+                raise DreamError("a push target is a repository, with a tag at most, not a digest")
             store = open_store()
-            manifest = store.tagged(self.recipe.name)
-            if manifest is None:
-                raise DreamError(f"no image {self.recipe.name!r} in the store; run `doit build:{self.recipe.name}`")
-            for target in targets:
-                tags = [target.tag] if target.tag else self.recipe.image["tags"]
-                print(push_image(store, manifest, target, tags))
+            with store.lock("store", shared=True):  # gc waits: no blob vanishes mid-push
+                manifest = self.tagged(store)
+                for target in targets:
+                    tags = [target.tag] if target.tag else self.recipe.image["tags"]
+                    print(push_image(store, manifest, target, tags))
             return None
         except DreamError as exc:
             return TaskFailed(str(exc))
+
+    def tagged(self, store: Store) -> Descriptor:
+        manifest = store.tagged(self.recipe.name)
+        if manifest is None:
+            raise DreamError(f"no image {self.recipe.name!r} in the store; run `doit build:{self.recipe.name}`")
+        return manifest
 
     def pull(self) -> None | TaskFailed:
         """Fetch every blob of the built image that the store knows only by its source."""
         try:
             store = open_store()
-            manifest = store.tagged(self.recipe.name)
-            if manifest is None:
-                raise DreamError(f"no image {self.recipe.name!r} in the store; run `doit build:{self.recipe.name}`")
-            body = store.read_json(manifest.digest)
-            missing = [Descriptor.from_json(d) for d in [body["config"], *body["layers"]]
-                       if not store.has_blob(d["digest"], d["size"])]
-            for descriptor in missing:
-                store.local_blob(descriptor)
+            with store.lock("store", shared=True):
+                body = store.read_json(self.tagged(store).digest)
+                missing = [Descriptor.from_json(d) for d in [body["config"], *body["layers"]]
+                           if not store.has_blob(d["digest"], d["size"])]
+                problems = []
+                for descriptor in missing:  # all of them: each failure is reported (and forgotten)
+                    try:
+                        store.local_blob(descriptor)
+                    except DreamError as exc:
+                        problems.append(str(exc))
+                if problems:
+                    raise DreamError("\n".join(problems))
             print(f"{self.recipe.name}: fetched {len(missing)} blobs "
                   f"({sum(d.size for d in missing):,} bytes); the store holds the whole image")
             return None
@@ -294,8 +309,8 @@ def dodo_tasks(root: Path | None = None) -> dict[str, Callable[[], Any]]:
     recipes = load_recipes(root)
     for recipe in recipes:
         configure(recipe.registries)
-    jobs = [ImageJob(recipe) for recipe in recipes if recipe.builds_image]
     try:
+        jobs = [ImageJob(recipe) for recipe in recipes if recipe.builds_image]
         services = service_tasks(recipes, root)
     except DreamError as exc:
         print(exc, file=sys.stderr)

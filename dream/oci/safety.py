@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import zstandard
+from isal.igzip_lib import IsalError
 
 from dream.errors import DreamError
 from dream.oci.read import decompressed
@@ -152,5 +153,5 @@ def check_layer_file(path: Path, media_type: str, label: str) -> int:
         try:
             with tarfile.open(fileobj=stream, mode="r|", tarinfo=_StrictTarInfo) as archive:
                 return check_members(_each(archive), label)
-        except (tarfile.TarError, zstandard.ZstdError, EOFError, OSError) as error:
+        except (tarfile.TarError, zstandard.ZstdError, IsalError, EOFError, OSError) as error:
             raise DreamError(f"{label}: unreadable layer: {error}") from None

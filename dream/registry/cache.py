@@ -32,7 +32,9 @@ EMPTY = b"{}"
 DIFF_ID = "dev.dream.diff-id"
 KEY = "dev.dream.key"
 
-_disabled: set[str] = set()  # caches that failed once in this process: not asked again
+# (cache, "lookup" | "publish") pairs that failed once in this process: not tried again. Apart,
+# because a job that may read a cache but not write it must keep its hits.
+_disabled: set[tuple[str, str]] = set()
 
 
 def entry_tag(key: str) -> str:
@@ -46,42 +48,63 @@ def entry_manifest(key: str, layer: Descriptor, empty: Descriptor) -> bytes:
                            "layers": [layer_entry], "annotations": {KEY: key}})
 
 
+def _entry_layer(data: bytes, key: str, media_type: str) -> Descriptor:
+    """The layer descriptor of a cache entry, or a DreamError if it is not a dream entry for
+    ``key`` with a ``media_type`` layer (anything else must never be used as a layer)."""
+    try:
+        manifest = json.loads(data)
+        layer = manifest["layers"][0]
+        annotations = dict(layer.get("annotations") or {})
+        found = Descriptor(layer["mediaType"], layer["digest"], int(layer["size"]), annotations,
+                           annotations.pop(DIFF_ID))
+        if manifest.get("annotations", {}).get(KEY) != key or found.mediaType != media_type:
+            raise ValueError
+        return found
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        raise DreamError(f"entry layer-{key[:12]}… is not a dream cache entry for this layer") from None
+
+
 class LayerCache:
     """One cache repository, asked before a layer is built and told after."""
 
     def __init__(self, repository: str) -> None:
         self.reference: Reference = parse_reference(repository, "layer cache")
+        if self.reference.tag or self.reference.digest:
+            raise DreamError(f"layer cache {repository!r} must be a repository, without a tag or digest")
 
-    def _warn(self, exc: DreamError) -> None:
-        print(f"warning: layer cache {self.reference.name} unavailable ({exc}); building locally",
+    def _warn(self, what: str, exc: DreamError) -> None:
+        """Say it once; a cache that cannot be read is not written either, while one that
+        refuses a write may still be read."""
+        consequence = "building locally" if what == "lookup" else "not publishing to it"
+        print(f"warning: layer cache {self.reference.name} unavailable ({exc}); {consequence}",
               file=sys.stderr)
-        _disabled.add(self.reference.name)
+        _disabled.update({(self.reference.name, what)} | ({(self.reference.name, "publish")} if what == "lookup" else set()))
 
-    def lookup(self, store: Store, key: str) -> Descriptor | None:
+    def lookup(self, store: Store, key: str, media_type: str) -> Descriptor | None:
         """The layer built for ``key`` by anyone who published it (recorded in ``store`` as a
-        blob the cache repository holds, nothing downloaded); None on a miss or a failure."""
-        if self.reference.name in _disabled:
+        blob the cache repository holds, nothing downloaded); None on a miss or a failure.
+
+        The entry must name a layer of ``media_type`` (the key's codec) whose blob the
+        repository still has: a cleaned-up cache is a miss, not a broken build later."""
+        if (self.reference.name, "lookup") in _disabled:
             return None
         try:
             client = client_for(self.reference.host)
             data = client.manifest_exists(self.reference.repository, entry_tag(key))
             if data is None:
                 return None
-            layer = json.loads(data)["layers"][0]
-            annotations = dict(layer.get("annotations", {}))
-            diff_id = annotations.pop(DIFF_ID)
-            found = Descriptor(layer["mediaType"], layer["digest"], layer["size"], annotations, diff_id)
+            found = _entry_layer(data, key, media_type)
+            if not client.has_blob(self.reference.repository, found.digest):
+                return None
             store.add_source(found.digest, self.reference.name)
             return found
         except DreamError as exc:
-            self._warn(exc)
-        except (ValueError, KeyError, IndexError, TypeError):
-            self._warn(DreamError(f"entry layer-{key[:12]}… is not a dream cache entry"))
+            self._warn("lookup", exc)
         return None
 
     def publish(self, store: Store, key: str, layer: Descriptor) -> None:
         """Push the layer blob (skipped when present) and the entry manifest for ``key``."""
-        if self.reference.name in _disabled:
+        if (self.reference.name, "publish") in _disabled:
             return
         try:
             client = client_for(self.reference.host)
@@ -93,4 +116,4 @@ class LayerCache:
             client.put_manifest(repository, entry_tag(key), entry_manifest(key, layer, empty),
                                 MANIFEST_MEDIA_TYPE)
         except DreamError as exc:
-            self._warn(exc)
+            self._warn("publish", exc)

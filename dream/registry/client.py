@@ -28,18 +28,20 @@ import http.client
 import json as jsonlib
 import time
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import urljoin
 
 import oras.auth
 import oras.logger
 import oras.provider
 import requests
+import requests.adapters
 
 from dream.errors import DreamError
 from dream.registry.credentials import Credentials, credentials_for
 from dream.registry.reference import Reference, is_loopback
 from dream.registry.settings import HostSettings, settings_for
+from dream.store.maintenance import INDEX_TYPES, MANIFEST_TYPES
 
 oras.logger.logger.log_handler = []  # oras prints its own error lines; ours say it in one
 
@@ -47,18 +49,19 @@ TRANSIENT_STATUS = frozenset({500, 502, 503, 504})
 RETRY_DELAYS = (0.5, 1.0, 2.0)
 TIMEOUT = (10, 300)  # connect, read (seconds)
 CHUNK = 1 << 20
-MANIFEST_ACCEPT = ", ".join([
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.oci.image.index.v1+json",
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-])
+MANIFEST_ACCEPT = ", ".join(MANIFEST_TYPES + INDEX_TYPES)
 
 Body = Callable[[], Any] | None  # a factory: each attempt gets fresh bytes or a fresh stream
 
 
 class RegistryError(DreamError):
-    """A registry said no, or could not be reached; the message is the one line users see."""
+    """A registry said no, or could not be reached; the message is the one line users see.
+    ``status`` is the HTTP status (0 without one); ``transient`` says a new try may work."""
+
+    def __init__(self, message: str, status: int = 0, transient: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.transient = transient
 
 
 class _Body:
@@ -108,6 +111,15 @@ def _reason(exc: BaseException) -> str:
     return reason
 
 
+class _TimeoutAdapter(requests.adapters.HTTPAdapter):
+    """Gives every request of the session a timeout, including the token requests that oras
+    makes itself without one (a hung token service must not hang a build)."""
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        kwargs["timeout"] = kwargs.get("timeout") or TIMEOUT
+        return super().send(request, **kwargs)
+
+
 class _OrasRegistry(oras.provider.Registry):
     """oras's Registry with a ``do_request`` that retries only what is transient and
     re-authenticates once on 401 with a fresh token (see the module docstring)."""
@@ -138,7 +150,11 @@ class _OrasRegistry(oras.provider.Registry):
         if isinstance(self.auth, oras.auth.BasicAuth):
             return response  # the credentials were sent and refused: asking again won't help
         response.close()
-        headers, changed = self.auth.authenticate_request(response, headers, refresh=True)
+        try:
+            headers, changed = self.auth.authenticate_request(response, headers, refresh=True)
+        except (ValueError, AttributeError, TypeError, KeyError):  # a realm-less or odd token answer
+            raise RegistryError(f"{self.hostname}: the registry's token service gave an answer "
+                                "that is not a token") from None
         if not changed:
             return response
         return self._send(url, method, body, headers, json, stream)
@@ -179,6 +195,8 @@ class RegistryClient:
         challenge = probe.headers.get("Www-Authenticate", "")
         backend = "basic" if probe.status_code == 401 and challenge.lower().startswith("basic") else "token"
         registry = _OrasRegistry(hostname=self.host, insecure=plain, tls_verify=verify, auth_backend=backend)
+        for prefix in ("http://", "https://"):
+            registry.session.mount(prefix, _TimeoutAdapter())
         if self.credentials:
             registry.auth.set_basic_auth(self.credentials.username, self.credentials.secret)
         elif backend == "basic":
@@ -236,10 +254,9 @@ class RegistryClient:
             return registry.do_request(url, method, data=body, headers=headers, stream=stream)
         except requests.exceptions.SSLError:
             raise self._tls_error() from None
-        except ValueError as exc:  # oras: "Cannot respond to request for authentication."
-            raise self._unauthorized() from exc
         except requests.RequestException as exc:
-            raise RegistryError(f"{self.host}: {method} {path.split('?')[0]} failed ({_reason(exc)})") from None
+            raise RegistryError(f"{self.host}: {method} {path.split('?')[0]} failed ({_reason(exc)})",
+                                transient=_transient(exc)) from None
 
     def request(self, method: str, path: str, body: Body = None, headers: dict[str, str] | None = None,
                 stream: bool = False, ok: tuple[int, ...] = (200,), what: str = "") -> requests.Response:
@@ -251,23 +268,19 @@ class RegistryClient:
 
     def _failure(self, response: requests.Response, method: str, what: str) -> RegistryError:
         status = response.status_code
-        try:
-            errors = response.json().get("errors") or []
-            detail = "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors)
-        except ValueError:
-            detail = ""
+        detail = _error_detail(response)
         response.close()
+        who = f"user {self.credentials.username!r}" if self.credentials else "anonymous access"
+        if status == 403 or (status == 401 and "insufficient_scope" in response.headers.get("Www-Authenticate", "")):
+            return RegistryError(f"{self.host}: {what}: access denied for {who}", status)
         if status == 401:
             return self._unauthorized()
-        if status == 403:
-            who = f"user {self.credentials.username!r}" if self.credentials else "anonymous access"
-            return RegistryError(f"{self.host}: {what}: access denied for {who}")
         if "NAME_UNKNOWN" in detail:
-            return RegistryError(f"{self.host}: {what}: repository does not exist")
+            return RegistryError(f"{self.host}: {what}: repository does not exist", status)
         if status == 404:
-            return RegistryError(f"{self.host}: {what}: not found")
+            return RegistryError(f"{self.host}: {what}: not found", status)
         return RegistryError(f"{self.host}: {method} {what} failed with {status}"
-                             + (f" ({detail})" if detail else ""))
+                             + (f" ({detail})" if detail else ""), status, status in TRANSIENT_STATUS)
 
     # -- the distribution API ---------------------------------------------------------------
     def has_blob(self, repository: str, digest: str) -> bool:
@@ -285,6 +298,8 @@ class RegistryClient:
         response.close()
         if response.status_code == 201:
             return None
+        if "Location" not in response.headers:
+            raise RegistryError(f"{self.host}: {repository}: the registry opened an upload without a Location")
         return urljoin(self.base + "/", response.headers["Location"])
 
     def upload(self, location: str, digest: str, path: Path, advance: Callable[[int], None]) -> None:
@@ -346,21 +361,33 @@ class RegistryClient:
         response = self.request("GET", f"/v2/{repository}/blobs/{digest}", stream=True,
                                 what=f"{repository}@{digest[:19]}")
         hasher, seen = hashlib.sha256(), 0
+        label = f"{self.host}: blob {digest[:19]}"
         try:
             for piece in response.iter_content(CHUNK):
                 seen += len(piece)
                 if seen > size:
-                    raise RegistryError(f"{self.host}: blob {digest[:19]} is longer than its {size} bytes")
+                    raise RegistryError(f"{label} is longer than its {size} bytes")
                 hasher.update(piece)
                 if seen == size and "sha256:" + hasher.hexdigest() != digest:
-                    raise RegistryError(f"{self.host}: blob {digest[:19]} does not match its digest")
+                    raise RegistryError(f"{label} does not match its digest")
                 yield piece
         except requests.RequestException as exc:
-            raise RegistryError(f"{self.host}: download of {digest[:19]} broke off ({_reason(exc)})") from None
+            raise RegistryError(f"{label}: the download broke off ({_reason(exc)})", transient=True) from None
         finally:
             response.close()
         if seen != size:
-            raise RegistryError(f"{self.host}: blob {digest[:19]} ended after {seen} of {size} bytes")
+            raise RegistryError(f"{label} ended after {seen} of {size} bytes", transient=True)
+        if "sha256:" + hasher.hexdigest() != digest:  # only reached for an empty blob
+            raise RegistryError(f"{label} does not match its digest")
+
+
+def _error_detail(response: requests.Response) -> str:
+    """The registry's ``errors`` list as ``CODE: message; …`` (empty if the body is not one)."""
+    try:
+        errors = response.json().get("errors") or []
+        return "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors if isinstance(e, dict))
+    except (ValueError, AttributeError, TypeError):
+        return ""
 
 
 def _json(data: bytes) -> dict[str, Any]:

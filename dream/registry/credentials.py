@@ -1,6 +1,8 @@
 """Where registry credentials come from, in this order:
 
-1. ``DREAM_REGISTRY_USERNAME`` / ``DREAM_REGISTRY_PASSWORD`` (for CI secrets; every registry);
+1. ``DREAM_REGISTRY_USERNAME`` / ``DREAM_REGISTRY_PASSWORD`` for the hosts named in
+   ``DREAM_REGISTRY_HOST`` (comma-separated; for CI secrets). They are never sent to another
+   host: a recipe naming some other registry must not be a way to collect them;
 2. the Docker config file (``$DOCKER_CONFIG/config.json``, else ``~/.docker/config.json``):
    ``credHelpers[host]``, then an ``auths`` entry (``auth`` or ``username``/``password``), then
    ``credsStore`` — the helpers are run as ``docker-credential-<name> get``, as docker does.
@@ -42,7 +44,12 @@ def credentials_for(host: str) -> Credentials | None:
     username = os.environ.get("DREAM_REGISTRY_USERNAME")
     password = os.environ.get("DREAM_REGISTRY_PASSWORD")
     if username and password:
-        return Credentials(username, password, "DREAM_REGISTRY_USERNAME/PASSWORD")
+        hosts = {h.strip().lower() for h in os.environ.get("DREAM_REGISTRY_HOST", "").split(",") if h.strip()}
+        if not hosts:
+            raise DreamError("DREAM_REGISTRY_USERNAME/PASSWORD are set: name the registry they are "
+                             "for in DREAM_REGISTRY_HOST (host:port, comma-separated)")
+        if host in hosts:
+            return Credentials(username, password, "DREAM_REGISTRY_USERNAME/PASSWORD")
     path = docker_config_path()
     try:
         config = json.loads(path.read_text())
@@ -52,15 +59,22 @@ def credentials_for(host: str) -> Credentials | None:
         raise DreamError(f"cannot read the Docker config: {exc}", None, str(path)) from None
     if not isinstance(config, dict):
         raise DreamError("the Docker config is not a JSON object", None, str(path))
-    helper = config.get("credHelpers", {}).get(host)
+    helper = _mapping(config, "credHelpers", path).get(host)
     if helper:
-        return _from_helper(helper, host)
-    entry = _auths_entry(config.get("auths", {}), host)
+        return _from_helper(str(helper), host)
+    entry = _auths_entry(_mapping(config, "auths", path), host)
     if entry:
         return _from_entry(entry, host, path)
     if config.get("credsStore"):
         return _from_helper(config["credsStore"], host)
     return None
+
+
+def _mapping(config: dict[str, Any], key: str, path: Path) -> dict[str, Any]:
+    value = config.get(key) or {}
+    if not isinstance(value, dict):
+        raise DreamError(f"{key} must be a JSON object", None, str(path))
+    return value
 
 
 def _auths_entry(auths: dict[str, Any], host: str) -> dict[str, Any] | None:
@@ -91,6 +105,8 @@ def _from_helper(helper: str, host: str) -> Credentials | None:
     except FileNotFoundError:
         raise DreamError(f"the Docker config names credential helper {helper!r}, "
                          f"but {program} is not on PATH") from None
+    except OSError as exc:
+        raise DreamError(f"cannot run {program}: {exc.strerror}") from None
     except subprocess.TimeoutExpired:
         raise DreamError(f"{program} did not answer within 30 s") from None
     if done.returncode != 0:

@@ -14,6 +14,8 @@ from dream.errors import DreamError
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 REPOSITORY_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
+HOST_RE = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+                     r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 # what the recipe schema accepts; parse_reference says exactly what is wrong
@@ -71,6 +73,12 @@ def parse_reference(text: str, what: str = "image reference") -> Reference:
     if not slash or not _is_host(host):
         raise DreamError(f"{what} {text!r} must start with the registry host, "
                          "e.g. registry.example:5000/team/app:1.0")
+    if "@" in host:  # user:password@host: the text is not repeated, it holds a secret
+        raise DreamError(f"{what}: credentials must not be written into a reference; use the "
+                         "Docker config or DREAM_REGISTRY_USERNAME/PASSWORD")
+    if not HOST_RE.match(host):
+        raise DreamError(f"{what} {text!r}: {host!r} is not a registry host (a name or [IPv6 "
+                         "address], with an optional :port)")
     digest = ""
     if "@" in rest:
         rest, digest = rest.split("@", 1)

@@ -13,11 +13,8 @@ from typing import Any
 from dream.errors import DreamError
 from dream.registry.client import client_for
 from dream.registry.reference import Reference
+from dream.store.maintenance import INDEX_TYPES, MANIFEST_TYPES
 
-INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
-               "application/vnd.docker.distribution.manifest.list.v2+json")
-MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json",
-                  "application/vnd.docker.distribution.manifest.v2+json")
 OCI_LAYER_TYPES = {
     "application/vnd.docker.image.rootfs.diff.tar.gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
     "application/vnd.oci.image.layer.v1.tar+gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -40,6 +37,13 @@ def _platform_manifest(reference: Reference, index: dict[str, Any],
 
 def resolve_base(reference: Reference, architecture: str) -> dict[str, Any]:
     """The lock entry for a base image: ref, manifest digest, config and layer descriptors."""
+    try:
+        return _resolve(reference, architecture)
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError):
+        raise DreamError(f"{reference}: the registry's manifest or config is not an image's") from None
+
+
+def _resolve(reference: Reference, architecture: str) -> dict[str, Any]:
     client = client_for(reference.host)
     data, media_type, digest = client.get_manifest(reference)
     if media_type in INDEX_TYPES:

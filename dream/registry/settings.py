@@ -28,14 +28,15 @@ def configure(hosts: dict[str, HostSettings]) -> None:
 
 
 def settings_for(host: str) -> HostSettings:
-    """A recipe's ``registries.<host>``, else ``DREAM_PLAIN_HTTP`` (comma-separated hosts) and
-    ``DREAM_REGISTRY_CA``, else the CA docker and podman would use (``certs.d/<host>/ca.crt``)."""
-    if host in _CONFIGURED:
-        return _CONFIGURED[host]
+    """A recipe's ``registries.<host>`` over the environment: ``DREAM_PLAIN_HTTP``
+    (comma-separated hosts), ``DREAM_REGISTRY_CA``, else the CA docker and podman would use
+    (``/etc/{docker,containers}/certs.d/<host>/ca.crt``)."""
+    configured = _CONFIGURED.get(host, HostSettings())
     plain = host in {h.strip() for h in os.environ.get("DREAM_PLAIN_HTTP", "").split(",") if h.strip()}
-    ca_file = os.environ.get("DREAM_REGISTRY_CA") or None
+    ca_file = configured.ca_file or os.environ.get("DREAM_REGISTRY_CA") or None
     for directory in ("/etc/docker/certs.d", "/etc/containers/certs.d"):
         candidate = Path(directory) / host / "ca.crt"
         if ca_file is None and candidate.is_file():
             ca_file = str(candidate)
-    return HostSettings(plain_http=True if plain else None, ca_file=ca_file)
+    plain_http = configured.plain_http if configured.plain_http is not None else (True if plain else None)
+    return HostSettings(plain_http=plain_http, ca_file=ca_file)

@@ -188,6 +188,16 @@ class Store:
                 self._write_atomic(self.sources_dir / self.blob_path(digest).name,
                                    canonical_json(sorted([*known, location])))
 
+    def drop_source(self, digest: str, location: str) -> None:
+        """Forget ``location`` as a source of ``digest`` (it answered that it no longer has it)."""
+        with self.lock("sources"):
+            known = [source for source in self.sources(digest) if source != location]
+            path = self.sources_dir / self.blob_path(digest).name
+            if known:
+                self._write_atomic(path, canonical_json(known))
+            else:
+                path.unlink(missing_ok=True)
+
     @contextlib.contextmanager
     def blob_writer(self) -> Iterator[BlobWriter]:
         """Write a blob of unknown digest; it becomes visible only when `commit` is called."""

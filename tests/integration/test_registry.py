@@ -431,3 +431,27 @@ def test_an_untrusted_certificate_is_one_line(registry_basic_tls: RunningRegistr
     output = run.stdout + run.stderr
     lines = [line for line in output.splitlines() if "TLS certificate is not trusted" in line]
     assert run.returncode != 0 and len(lines) == 1 and "Traceback" not in output, output
+
+
+def test_a_layer_that_vanished_from_the_cache_is_built_again(registry_anonymous: RunningRegistry,
+                                                             tmp_path: Path) -> None:
+    import requests
+    cache = f"{registry_anonymous.host}/vanish/cache"
+    env = {"DREAM_LAYER_CACHE": cache}
+    writer = make_project(tmp_path / "writer", {"small.yaml": SMALL}, with_demo=False)
+    writer.doit("build:small", env=env)
+    reader = make_project(tmp_path / "reader", {"small.yaml": SMALL}, with_demo=False)
+    assert reader.doit("build:small", env=env).stdout.count("(from the layer cache") == 2
+    # someone cleans the cache: the layer blobs go
+    for layer in manifest_of(writer, "small")["layers"]:
+        gone = requests.delete(registry_anonymous.url(f"/v2/vanish/cache/blobs/{layer['digest']}"), timeout=10)
+        assert gone.status_code == 202
+    run = reader.doit("pull:small", env=env, check=False)
+    lines = [line for line in (run.stdout + run.stderr).splitlines() if "cannot fetch blob" in line]
+    assert run.returncode != 0 and len(lines) == 2, run.stdout + run.stderr  # one line per layer
+    assert all("run the build again" in line for line in lines)
+    rebuilt = reader.doit("build:small", env=env)  # the forgotten layer is made here now
+    assert sorted(Project.ran_layers(rebuilt)) == ["layer:small/one", "layer:small/two"]
+    assert "(from the layer cache" not in rebuilt.stdout  # the entries point at missing blobs: misses
+    assert reader.manifest_digest("small") == writer.manifest_digest("small")
+    reader.doit("pull:small", env=env)

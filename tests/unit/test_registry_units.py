@@ -40,10 +40,13 @@ def test_references_parse(text: str, host: str, repository: str, tag: str, diges
     ("127.0.0.1:5000/app:bad/tag", "lower-case"),
     ("127.0.0.1:5000/app:-x", "not a valid tag"),
     ("127.0.0.1:5000/app@sha256:12", "64 hex digits"),
+    ("[::1/x", "not a registry host"),
+    ("ci:s3cret@registry.example/team/app:1", "credentials must not be written into a reference"),
 ])
 def test_bad_references_say_what_is_wrong(text: str, words: str) -> None:
-    with pytest.raises(DreamError, match=words):
+    with pytest.raises(DreamError, match=words) as caught:
         parse_reference(text)
+    assert "s3cret" not in str(caught.value)
 
 
 @pytest.mark.parametrize("host, loopback", [
@@ -108,12 +111,17 @@ def test_a_missing_helper_is_one_clear_error(docker_config: Path) -> None:
         credentials_for("a.example")
 
 
-def test_environment_credentials_come_first(docker_config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_environment_credentials_go_only_to_the_hosts_named(docker_config: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     _write(docker_config, {"auths": {"a.example": {"username": "file", "password": "f"}}})
     monkeypatch.setenv("DREAM_REGISTRY_USERNAME", "env")
     monkeypatch.setenv("DREAM_REGISTRY_PASSWORD", "e")
+    with pytest.raises(DreamError, match="DREAM_REGISTRY_HOST"):
+        credentials_for("a.example")
+    monkeypatch.setenv("DREAM_REGISTRY_HOST", "a.example, c.example:5000")
     found = credentials_for("a.example")
-    assert found and found.username == "env"
+    assert found and found.username == "env"  # before the Docker config
+    assert credentials_for("evil.example") is None  # never sent to a host not named
 
 
 def test_unreadable_docker_config_names_the_file(docker_config: Path) -> None:
