@@ -188,10 +188,7 @@ class RegistryClient:
         """Pick http or https, then read ``GET /v2/``'s challenge to pick basic or token auth,
         and authenticate once, so wrong credentials fail here, before any byte moves."""
         verify: bool | str = self.settings.ca_file or True
-        plain = self.settings.plain_http
-        if plain is None:
-            plain = is_loopback(self.host) and not self.settings.ca_file and not self._speaks_tls(verify)
-        probe = self._ping(plain, verify)
+        plain, probe = self._probe(verify)
         challenge = probe.headers.get("Www-Authenticate", "")
         backend = "basic" if probe.status_code == 401 and challenge.lower().startswith("basic") else "token"
         registry = _OrasRegistry(hostname=self.host, insecure=plain, tls_verify=verify, auth_backend=backend)
@@ -208,27 +205,27 @@ class RegistryClient:
                 raise self._unauthorized()
         return registry
 
-    def _speaks_tls(self, verify: bool | str) -> bool:
-        """Loopback registries may be plain http (docker allows 127.0.0.0/8 so too): a TLS
-        handshake answered in plain HTTP means http; any other TLS problem is reported."""
+    def _probe(self, verify: bool | str) -> tuple[bool, requests.Response]:
+        """Whether to speak plain http, and the answer to ``GET /v2/``. A loopback registry
+        may be plain http (docker allows 127.0.0.0/8 so too): there, a TLS handshake answered
+        in plain HTTP means http; any other TLS problem is reported."""
+        plain = self.settings.plain_http
         try:
-            requests.get(f"https://{self.host}/v2/", verify=verify, timeout=TIMEOUT).close()
-            return True
-        except requests.exceptions.SSLError as exc:
-            if "WRONG_VERSION_NUMBER" in str(exc) or "wrong version number" in str(exc):
-                return False
-            raise self._tls_error() from None
-        except requests.ConnectionError as exc:
-            raise RegistryError(f"{self.host}: registry unreachable ({_reason(exc)})") from None
-
-    def _ping(self, plain: bool, verify: bool | str) -> requests.Response:
-        scheme = "http" if plain else "https"
-        try:
-            response = requests.get(f"{scheme}://{self.host}/v2/", verify=verify, timeout=TIMEOUT)
+            if plain is None and is_loopback(self.host) and not self.settings.ca_file:
+                try:
+                    return False, self._get_v2("https", verify)
+                except requests.exceptions.SSLError as exc:
+                    if "wrong version number" not in str(exc).lower():
+                        raise
+                    plain = True
+            return bool(plain), self._get_v2("http" if plain else "https", verify)
         except requests.exceptions.SSLError:
             raise self._tls_error() from None
         except requests.ConnectionError as exc:
             raise RegistryError(f"{self.host}: registry unreachable ({_reason(exc)})") from None
+
+    def _get_v2(self, scheme: str, verify: bool | str) -> requests.Response:
+        response = requests.get(f"{scheme}://{self.host}/v2/", verify=verify, timeout=TIMEOUT)
         response.close()
         if response.status_code not in (200, 401):
             raise RegistryError(f"{self.host}: GET /v2/ answered {response.status_code}; "
