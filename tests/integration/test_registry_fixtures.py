@@ -83,7 +83,8 @@ def test_token_push_of_one_blob(registry_token: RunningRegistry) -> None:
     since, asked = registry.mark(), len(registry.token_requests)
     anonymous = requests.post(registry.url("/v2/t/x/blobs/uploads/"))
     assert anonymous.status_code == 401
-    assert _challenge(anonymous)["scope"] == "repository:t/x:pull,push"
+    kind, name, actions = _challenge(anonymous)["scope"].split(":")
+    assert (kind, name, set(actions.split(","))) == ("repository", "t/x", {"pull", "push"})  # any order
     token = _token(registry, "repository:t/x:pull,push").json()["token"]
     bearer = {"Authorization": f"Bearer {token}"}
     started = requests.post(registry.url("/v2/t/x/blobs/uploads/"), headers=bearer)
