@@ -57,16 +57,12 @@ def _check_zstd_support(store: Store, manifest: Descriptor, engine_version: str)
                          "or later can); set `image.compression: gzip` to load it here")
 
 
-def load(store: Store, name: str, tags: list[str]) -> list[str]:
-    """Stream image ``name`` into the Docker engine as ``name:tag`` for each tag."""
+def load(store: Store, manifest: Descriptor, name: str, tags: list[str]) -> list[str]:
+    """Stream the image whose manifest is ``manifest`` (every blob in the store) into the
+    Docker engine as ``name:tag`` for each tag."""
     import docker  # imported here: only `load` needs the engine
     from docker.errors import DockerException
 
-    manifest = store.tagged(name)
-    if manifest is None:
-        raise DreamError(f"no image {name!r} in the store; run `doit build:{name}`")
-    for layer in store.read_json(manifest.digest)["layers"]:
-        store.local_blob(Descriptor.from_json(layer))  # a base layer may still be remote
     try:
         client = docker.from_env()
         _check_zstd_support(store, manifest, client.version().get("Version", "0"))

@@ -204,8 +204,9 @@ class ImageJob:
             base.update(extra.get("base", {}))
             env.update(extra.get("env", {}))
             labels.update(extra.get("labels", {}))
-            ports |= set(extra.get("ports", [])) | set(base.get("ports", []))
+            ports |= set(extra.get("ports", []))
             cmd = extra.get("cmd", cmd)
+        ports |= set(base.get("ports", []))
         if self.recipe.image.get("entrypoint") is not None:
             base.pop("cmd", None)
         image = {**base, **self.recipe.image}
@@ -271,22 +272,29 @@ class ImageJob:
             raise DreamError(f"no image {self.recipe.name!r} in the store; run `doit build:{self.recipe.name}`")
         return manifest
 
+    @staticmethod
+    def fetch_missing(store: Store, manifest: Descriptor) -> list[Descriptor]:
+        """Fetch every blob of the image that the store knows only by its source; return them.
+        All are tried, so each failure is reported (and its vanished source forgotten)."""
+        body = store.read_json(manifest.digest)
+        missing = [Descriptor.from_json(d) for d in [body["config"], *body["layers"]]
+                   if not store.has_blob(d["digest"], d["size"])]
+        problems = []
+        for descriptor in missing:
+            try:
+                store.local_blob(descriptor)
+            except DreamError as exc:
+                problems.append(str(exc))
+        if problems:
+            raise DreamError("\n".join(problems))
+        return missing
+
     def pull(self) -> None | TaskFailed:
-        """Fetch every blob of the built image that the store knows only by its source."""
+        """Make the store hold the whole built image."""
         try:
             store = open_store()
             with store.lock("store", shared=True):
-                body = store.read_json(self.tagged(store).digest)
-                missing = [Descriptor.from_json(d) for d in [body["config"], *body["layers"]]
-                           if not store.has_blob(d["digest"], d["size"])]
-                problems = []
-                for descriptor in missing:  # all of them: each failure is reported (and forgotten)
-                    try:
-                        store.local_blob(descriptor)
-                    except DreamError as exc:
-                        problems.append(str(exc))
-                if problems:
-                    raise DreamError("\n".join(problems))
+                missing = self.fetch_missing(store, self.tagged(store))
             print(f"{self.recipe.name}: fetched {len(missing)} blobs "
                   f"({sum(d.size for d in missing):,} bytes); the store holds the whole image")
             return None
@@ -296,7 +304,11 @@ class ImageJob:
     def load(self) -> None | TaskFailed:
         from dream.engine import load
         try:
-            tags = load(open_store(), self.recipe.name, self.recipe.image["tags"])
+            store = open_store()
+            with store.lock("store", shared=True):
+                manifest = self.tagged(store)
+                self.fetch_missing(store, manifest)  # a base layer may still be remote
+                tags = load(store, manifest, self.recipe.name, self.recipe.image["tags"])
             print(f"loaded {', '.join(tags)}")
             return None
         except DreamError as exc:

@@ -78,7 +78,9 @@ class LayerCache:
         consequence = "building locally" if what == "lookup" else "not publishing to it"
         print(f"warning: layer cache {self.reference.name} unavailable ({exc}); {consequence}",
               file=sys.stderr)
-        _disabled.update({(self.reference.name, what)} | ({(self.reference.name, "publish")} if what == "lookup" else set()))
+        _disabled.add((self.reference.name, what))
+        if what == "lookup":
+            _disabled.add((self.reference.name, "publish"))
 
     def lookup(self, store: Store, key: str, media_type: str) -> Descriptor | None:
         """The layer built for ``key`` by anyone who published it (recorded in ``store`` as a

@@ -173,9 +173,12 @@ class Store:
         return self.blob_path(descriptor.digest)
 
     # -- sources: where else a blob lives ---------------------------------------------------
+    def _sources_path(self, digest: str) -> Path:
+        return self.sources_dir / self.blob_path(digest).name
+
     def sources(self, digest: str) -> list[str]:
         try:
-            return list(json.loads((self.sources_dir / self.blob_path(digest).name).read_bytes()))
+            return list(json.loads(self._sources_path(digest).read_bytes()))
         except (FileNotFoundError, ValueError):
             return []
 
@@ -185,14 +188,13 @@ class Store:
             known = self.sources(digest)
             if location not in known:
                 self.sources_dir.mkdir(parents=True, exist_ok=True)
-                self._write_atomic(self.sources_dir / self.blob_path(digest).name,
-                                   canonical_json(sorted([*known, location])))
+                self._write_atomic(self._sources_path(digest), canonical_json(sorted([*known, location])))
 
     def drop_source(self, digest: str, location: str) -> None:
         """Forget ``location`` as a source of ``digest`` (it answered that it no longer has it)."""
         with self.lock("sources"):
             known = [source for source in self.sources(digest) if source != location]
-            path = self.sources_dir / self.blob_path(digest).name
+            path = self._sources_path(digest)
             if known:
                 self._write_atomic(path, canonical_json(known))
             else:
