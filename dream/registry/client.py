@@ -14,6 +14,8 @@ here, and only here (facts in shared research, deps.md §2):
 - uploads read the whole blob into memory: blobs are streamed from their file in 1 MiB reads.
 - ``upload_manifest`` re-serialises the manifest (its digest changes): manifests go up as the
   exact bytes whose digest we computed.
+- a manifest PUT answered MANIFEST_BLOB_UNKNOWN right after its blobs were confirmed is
+  retried: another client is committing one of those blobs at that moment (concurrent CI jobs).
 - no cross-repository mount: ``POST …/uploads/?mount=&from=`` is asked first when the blob is
   known to be elsewhere on the same registry; a 202 answer is used as the upload session.
 - downloads are not verified: every fetched byte is hashed and checked against its digest.
@@ -322,9 +324,20 @@ class RegistryClient:
     def put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> None:
         """PUT the exact manifest bytes; the registry must answer with their digest."""
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        response = self.request("PUT", f"/v2/{repository}/manifests/{reference}", body=lambda: data,
-                                headers={"Content-Type": media_type}, ok=(201,),
-                                what=f"{repository}:{reference}")
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                response = self.request("PUT", f"/v2/{repository}/manifests/{reference}", body=lambda: data,
+                                        headers={"Content-Type": media_type}, ok=(201,),
+                                        what=f"{repository}:{reference}")
+                break
+            except RegistryError as exc:
+                # Callers PUT a manifest only after every blob it names was confirmed. If the
+                # registry still calls one unknown, another client is committing the same blob
+                # this moment (distribution 2.8's filesystem driver, seen with concurrent CI
+                # jobs): the only 4xx worth waiting out.
+                if delay is None or "MANIFEST_BLOB_UNKNOWN" not in str(exc):
+                    raise
+                time.sleep(delay)
         got = response.headers.get("Docker-Content-Digest", digest)
         response.close()
         if got != digest:

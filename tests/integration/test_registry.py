@@ -312,7 +312,7 @@ def test_two_jobs_publishing_the_same_layers_at_once(registry_anonymous: Running
                              env={**env, "DREAM_STORE": str(p.store)}) for p in projects]
     results = [job.communicate(timeout=120) for job in jobs]
     assert all(job.returncode == 0 for job in jobs), results
-    assert not any("warning" in err for _, err in results), results
+    assert not any("warning" in err for _, err in results), [err for _, err in results]
     digests = {p.manifest_digest("small") for p in projects}
     assert len(digests) == 1
     # a fourth machine finds every layer in the cache and builds nothing

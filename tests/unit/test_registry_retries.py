@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import http.server
+import json
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -18,7 +20,7 @@ class Script:
     """What the server answers, request by request; what it received."""
 
     def __init__(self) -> None:
-        self.answers: list[int | str] = []  # a status, or "reset" to drop the connection
+        self.answers: list[int | str | tuple[int, str]] = []  # a status, (status, error code), or "reset"
         self.seen: list[tuple[str, str, int]] = []  # method, path, body length
 
 
@@ -45,10 +47,13 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Script]]:
                 self.close_connection = True
                 self.connection.shutdown(2)
                 return
-            self.send_response(int(status))
-            self.send_header("Content-Length", "0")
-            self.send_header("Docker-Content-Digest", "sha256:" + "0" * 64)
+            code, error = status if isinstance(status, tuple) else (status, "")
+            payload = json.dumps({"errors": [{"code": error, "message": "m"}]}).encode() if error else b""
+            self.send_response(int(code))
+            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("Docker-Content-Digest", "sha256:" + hashlib.sha256(b"{}").hexdigest())
             self.end_headers()
+            self.wfile.write(payload)
 
         server_seen = script.seen
         do_GET = do_PUT = do_HEAD = do_POST = _answer
@@ -74,7 +79,8 @@ def test_5xx_and_resets_are_retried_and_the_body_is_sent_whole_each_time(
     blob.write_bytes(b"x" * 3_000_000)
     client = RegistryClient(host)
     script.answers = [503, "reset", 201]
-    client.upload(f"http://{host}/v2/r/blobs/uploads/u1", "sha256:" + "0" * 64, blob, lambda n: None)
+    client.upload(f"http://{host}/v2/r/blobs/uploads/u1", "sha256:" + hashlib.sha256(b"{}").hexdigest(),
+                  blob, lambda n: None)
     assert [length for method, _, length in script.seen] == [3_000_000] * 3
 
 
@@ -95,3 +101,17 @@ def test_retries_end(server: tuple[str, Script], anonymous: None) -> None:
     with pytest.raises(RegistryError, match="failed with 502"):
         client.put_manifest("r", "latest", b"{}", "application/vnd.oci.image.manifest.v1+json")
     assert len(script.seen) == 4  # one try and three retries
+
+
+def test_a_manifest_naming_a_blob_another_client_is_committing_is_retried(
+        server: tuple[str, Script], anonymous: None) -> None:
+    host, script = server
+    client = RegistryClient(host)
+    script.answers = [(400, "MANIFEST_BLOB_UNKNOWN"), 201]
+    client.put_manifest("r", "latest", b"{}", "application/vnd.oci.image.manifest.v1+json")
+    assert len(script.seen) == 2
+    script.seen.clear()
+    script.answers = [(400, "MANIFEST_INVALID"), 201]  # any other 400 is final
+    with pytest.raises(RegistryError, match="MANIFEST_INVALID"):
+        client.put_manifest("r", "latest", b"{}", "application/vnd.oci.image.manifest.v1+json")
+    assert len(script.seen) == 1
