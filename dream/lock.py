@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dream.builders import BUILDERS
 from dream.errors import DreamError, Location
+from dream.python.resolve import normalize
 from dream.recipe.model import Recipe
 from dream.store.layout import canonical_json
 
@@ -57,29 +58,107 @@ def locked_inputs(recipe: Recipe, layer_name: str, entries: dict[str, Any]) -> A
     return entry
 
 
-def write_lock(recipe: Recipe) -> dict[str, Any]:
-    """Resolve every lockable layer and write the lock file atomically."""
+@dataclass(frozen=True)
+class Upgrade:
+    """What `doit lock` may move: nothing that still fits (the default, as in cargo and uv),
+    everything (``--upgrade``), or the named packages, distributions or layers
+    (``--upgrade-package NAME``, repeatable)."""
+
+    everything: bool = False
+    names: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, everything: bool, names: list[str]) -> Upgrade:
+        return cls(everything, frozenset(normalize(n) for n in names))
+
+
+def pinned_names(entry: dict[str, Any]) -> set[str]:
+    """The Debian packages and Python distributions a lock entry pins."""
+    return ({p["name"] for p in entry.get("packages", [])}
+            | {normalize(w["name"]) for w in entry.get("wheels", [])})
+
+
+def write_lock(recipe: Recipe, upgrade: Upgrade = Upgrade()) -> list[str]:
+    """Resolve what is new or changed, keep every other pin, and write the lock atomically.
+
+    A layer whose settings are those it was locked with keeps its entry as it is (checked to
+    be still buildable); a changed layer is resolved afresh, preferring the previous pins.
+    Returns one line per locked layer saying what moved.
+    """
+    current = _previous(recipe)
+    previous = {} if upgrade.everything else current
+    _check_names(recipe, upgrade, current)
+    preferred = {name: _without(entry, upgrade.names) for name, entry in previous.items()
+                 if name not in upgrade.names}
     layers: dict[str, Any] = {}
-    previous = _previous(recipe)
+    report = []
     for layer in recipe.layers:
         builder = BUILDERS[layer.kind]
-        if builder.needs_lock:
-            entry = builder.lock(layer, recipe, layers, previous)
-            layers[layer.name] = {"kind": layer.kind,
-                                  "settings": settings_hash(builder.lock_inputs(layer, recipe)), **entry}
+        if not builder.needs_lock:
+            continue
+        settings = settings_hash(builder.lock_inputs(layer, recipe))
+        old = previous.get(layer.name)
+        if (old is not None and old.get("settings") == settings and layer.name not in upgrade.names
+                and not pinned_names(old) & upgrade.names):
+            if hasattr(builder, "recheck"):
+                builder.recheck(layer, recipe, old)
+            layers[layer.name] = old
+        else:
+            entry = builder.lock(layer, recipe, layers, preferred)
+            layers[layer.name] = {"kind": layer.kind, "settings": settings, **entry}
+        report.append(f"{layer.name}: {_changes(current.get(layer.name), layers[layer.name])}")
     text = json.dumps({"lockVersion": LOCK_VERSION, "image": recipe.name, "layers": layers},
                       indent=1, sort_keys=True) + "\n"
     temporary = recipe.lock_path.with_suffix(".tmp")
     temporary.write_text(text)
     temporary.replace(recipe.lock_path)
-    return layers
+    return report
+
+
+def _check_names(recipe: Recipe, upgrade: Upgrade, previous: dict[str, Any]) -> None:
+    """``--upgrade-package`` must name something the lock pins (a typo would move nothing)."""
+    known = {layer.name for layer in recipe.layers}.union(*(pinned_names(e) for e in previous.values()))
+    unknown = sorted(upgrade.names - known)
+    if unknown and previous:
+        raise DreamError(f"--upgrade-package {', '.join(unknown)}: not a package, distribution "
+                         f"or layer in the lock", Location(_shown(recipe)))
+
+
+def _without(entry: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
+    """A lock entry less the pins of ``names`` (so that the resolver may move them)."""
+    out = dict(entry)
+    if "packages" in out:
+        out["packages"] = [p for p in out["packages"] if p["name"] not in names]
+    if "wheels" in out:
+        out["wheels"] = [w for w in out["wheels"] if normalize(w["name"]) not in names]
+    return out
+
+
+def _pins(entry: dict[str, Any] | None) -> dict[str, str]:
+    if entry is None:
+        return {}
+    pins = {p["name"]: p["version"] for p in entry.get("packages", [])}
+    pins.update({w["name"]: w["version"] for w in entry.get("wheels", [])})
+    if "digest" in entry:  # a `from` layer: its reference, pinned to a manifest digest
+        pins[entry["ref"]] = entry["digest"]
+    return pins
+
+
+def _changes(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
+    """``kept (87 pins)`` or ``+rich 14.1.0, ~numpy 2.3.1 → 2.3.2, -foo``."""
+    before, after = _pins(old), _pins(new)
+    if old is not None and before == after:
+        return f"kept ({len(after)} pins)"
+    added = [f"+{n} {v}" for n, v in sorted(after.items()) if n not in before]
+    moved = [f"~{n} {before[n]} → {v}" for n, v in sorted(after.items()) if n in before and before[n] != v]
+    removed = [f"-{n}" for n in sorted(before) if n not in after]
+    changes = added + moved + removed
+    shown = ", ".join(changes[:8]) + (f" and {len(changes) - 8} more" if len(changes) > 8 else "")
+    return shown or f"resolved ({len(after)} pins, none moved)"
 
 
 def _previous(recipe: Recipe) -> dict[str, Any]:
-    """The current lock's entries, which resolvers prefer to keep (so adding one requirement
-    does not move every other pin); empty when ``DREAM_LOCK_UPGRADE`` is set or none is readable."""
-    if os.environ.get("DREAM_LOCK_UPGRADE"):
-        return {}
+    """The current lock's entries (empty when none is readable)."""
     try:
         return read_lock(recipe)
     except DreamError:

@@ -29,7 +29,7 @@ from doit.exceptions import TaskFailed
 from dream.builders import BUILDERS, BuildContext, Part
 from dream.builders.base import image_config_of, parts_of
 from dream.errors import DreamError, UserErrors
-from dream.lock import locked_inputs, read_lock, write_lock
+from dream.lock import Upgrade, locked_inputs, read_lock, write_lock
 from dream.oci.compress import CODECS
 from dream.oci.image import source_date_epoch, write_image
 from dream.oci.layer import build_layer, tree_size
@@ -236,11 +236,12 @@ class ImageJob:
         except DreamError as exc:
             return TaskFailed(str(exc))
 
-    def lock(self) -> None | TaskFailed:
+    def lock(self, upgrade: bool, upgrade_package: list[str]) -> None | TaskFailed:
+        """Write the lock, moving only what changed (or what ``--upgrade…`` names)."""
         try:
-            layers = write_lock(self.recipe)
-            count = sum(len(entry.get("packages", entry.get("wheels", []))) for entry in layers.values())
-            print(f"{self.recipe.lock_path.name}: {len(layers)} layers, {count} packages pinned")
+            report = write_lock(self.recipe, Upgrade.of(upgrade, upgrade_package))
+            for line in report:
+                print(f"{self.recipe.lock_path.name}: {line}")
             return None
         except DreamError as exc:
             return TaskFailed(str(exc))
@@ -351,7 +352,12 @@ def dodo_tasks(root: Path | None = None) -> dict[str, Callable[[], Any]]:
         """pin an image's outside inputs in recipes/<image>.lock.json"""
         for image in jobs:
             yield {"name": image.recipe.name, "doc": f"write {image.recipe.lock_path.name}",
-                   "actions": [image.lock], "verbosity": 2}
+                   "actions": [image.lock], "verbosity": 2,
+                   "params": [{"name": "upgrade", "long": "upgrade", "type": bool, "default": False,
+                               "help": "resolve every pin afresh"},
+                              {"name": "upgrade_package", "long": "upgrade-package", "type": list,
+                               "default": [], "help": "move this Debian package, Python "
+                               "distribution or layer to its newest fitting version (repeatable)"}]}
 
     def task_load() -> Any:
         """stream an image into the Docker engine"""

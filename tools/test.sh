@@ -4,7 +4,9 @@
 # driver, Redis for the database preset, ssh-keygen for the sshd preset, distribution's
 # docker-registry for push/pull; honcho, bcrypt and cryptography come with the Python test
 # extras), starts dockerd if it is not running (and stops it again at the end), then
-# runs pytest. Extra arguments go to pytest.
+# runs pytest in a virtual environment made afresh on every run (no system site packages), so
+# an import that pyproject.toml does not declare fails here exactly as on a new machine.
+# Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +16,8 @@ for tool in dockerd:docker.io skopeo:skopeo umoci:umoci gcc:gcc redis-server:red
             ssh-keygen:openssh-client docker-registry:docker-registry; do
   command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
+python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
+command -v openssl >/dev/null || need+=(openssl)  # debian layers index CA certificates with it
 if ((${#need[@]})); then
   apt-get update -qq
   # Install services without starting them (the redis-server and docker-registry packages
@@ -26,7 +30,10 @@ if ((${#need[@]})); then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   if [ -n "$policy" ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
-bash tools/setup.sh
+venv="${DREAM_TEST_VENV:-.dream/test-venv}"
+python3 -m venv --clear "$venv"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+export PATH="$PWD/$venv/bin:$PATH"
 
 started_dockerd=""
 if ! docker info >/dev/null 2>&1; then
@@ -37,4 +44,4 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "dockerd did not start:"; tail -20 /tmp/dream-dockerd.log; exit 1; }
 fi
 
-CI="${CI:-}" python3 -m pytest -q -p no:cacheprovider "$@"
+CI="${CI:-}" "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"

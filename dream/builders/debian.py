@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from dream.builders.base import BuildContext
-from dream.debian.apt import Apt, Package
+from dream.debian.apt import Apt, Package, VanishedPins
 from dream.debian.fixups import FIXUPS_VERSION, apply_fixups
 from dream.debian.unpack import unpack
+from dream.errors import DreamError
 from dream.oci.tree import Tree
 from dream.recipe.model import LayerSpec, Recipe
 
@@ -28,8 +29,18 @@ class DebianBuilder:
         spec = layer.spec
         apt = Apt(recipe.image["architecture"])
         apt.update()
-        packages = apt.resolve(spec["packages"], spec["essential"], spec["recommends"])
+        kept = {p["name"]: p["version"] for p in previous.get(layer.name, {}).get("packages", [])}
+        packages = apt.resolve(spec["packages"], spec["essential"], spec["recommends"], prefer=kept)
         return {"architecture": apt.architecture, "packages": [p.as_dict() for p in packages]}
+
+    def recheck(self, layer: LayerSpec, recipe: Recipe, entry: dict[str, Any]) -> None:
+        """A kept entry must still be buildable: every pin in the apt sources or the cache."""
+        apt = Apt(entry["architecture"])
+        apt.update()
+        gone = apt.vanished([Package(**p) for p in entry["packages"]])
+        if gone:
+            raise DreamError(_vanished_hint(VanishedPins(gone), recipe.name), layer.location,
+                             f"layers.{layer.name}")
 
     def key_inputs(self, ctx: BuildContext) -> Any:
         packages = ctx.lock["packages"]
@@ -38,10 +49,19 @@ class DebianBuilder:
 
     def tree(self, ctx: BuildContext, scratch: Path) -> Tree:
         packages = [Package(**p) for p in ctx.lock["packages"]]
-        debs = Apt(ctx.lock["architecture"]).fetch(packages)
+        try:
+            debs = Apt(ctx.lock["architecture"]).fetch(packages)
+        except VanishedPins as exc:
+            raise DreamError(_vanished_hint(exc, ctx.recipe.name), ctx.layer.location,
+                             f"layers.{ctx.layer.name}") from None
         unpacked = unpack(debs, scratch)
         apply_fixups(unpacked)
         tree = unpacked.tree
         for pattern in ctx.layer.spec["exclude"]:
             tree.remove_matching(pattern)
         return tree
+
+
+def _vanished_hint(exc: VanishedPins, image: str) -> str:
+    names = " ".join(f"--upgrade-package {p.name}" for p in exc.packages[:4])
+    return f"{exc.message}; run `doit lock:{image} {names}` (or `--upgrade` for everything)"

@@ -33,7 +33,7 @@ class FromBuilder:
     def lock(self, layer: LayerSpec, recipe: Recipe, earlier: dict[str, Any],
              previous: dict[str, Any]) -> Any:
         """Resolve the reference; an existing pin for the same reference is kept (a moving tag
-        moves the lock only with DREAM_LOCK_UPGRADE=1)."""
+        moves the lock only with `doit lock --upgrade`, which passes no previous entries)."""
         from dream.registry.resolve import resolve_base
         kept = previous.get(layer.name, {})
         if kept.get("ref") == layer.spec and kept.get("architecture") == recipe.image["architecture"]:

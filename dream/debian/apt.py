@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterable
 
 from dream.errors import DreamError
 from dream.store.layout import file_sha256
@@ -34,6 +35,16 @@ class Package:
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
+
+
+class VanishedPins(DreamError):
+    """Locked packages that the apt sources no longer have (and the cache never had)."""
+
+    def __init__(self, packages: list[Package]) -> None:
+        shown = ", ".join(f"{p.name} {p.version}" for p in packages[:4])
+        more = f" and {len(packages) - 4} more" if len(packages) > 4 else ""
+        super().__init__(f"{shown}{more} no longer in the apt sources")
+        self.packages = packages
 
 
 def cache_dir() -> Path:
@@ -83,16 +94,52 @@ class Apt:
         return lists.is_dir() and any(p.name.endswith("Packages") or "_Packages." in p.name
                                       for p in lists.iterdir())
 
-    def resolve(self, packages: list[str], essential: bool, recommends: bool) -> list[Package]:
-        """The full set of packages apt would install into an empty system, pinned."""
+    def resolve(self, packages: list[str], essential: bool, recommends: bool,
+                prefer: dict[str, str] | None = None) -> list[Package]:
+        """The full set of packages apt would install into an empty system, pinned.
+
+        ``prefer`` maps names to versions to keep (the previous lock's): where the fresh
+        solution holds a package at another version and the preferred one is still in the
+        sources, apt is asked again with those versions requested; if that has no solution
+        (a new package needs the newer version), the fresh solution stands.
+        """
         wanted = list(packages) + (["?essential"] if essential else [])
-        flag = "--install-recommends" if recommends else "--no-install-recommends"
-        plan = self._run("apt-get", "install", "--simulate", flag, *wanted)
-        chosen = sorted({(m.group(1).split(":")[0], m.group(2)) for m in map(_INST.match, plan.splitlines()) if m})
+        chosen = self._simulate(wanted, recommends)
         if not chosen:
             raise DreamError(f"apt resolved nothing for {', '.join(packages)}")
-        shown = self._run("apt-cache", "show", *(f"{name}={version}" for name, version in chosen))
+        moved = {name: prefer[name] for name, version in chosen
+                 if prefer and name in prefer and prefer[name] != version}
+        if moved:
+            still = self._shown(f"{name}={version}" for name, version in moved.items())
+            requests = [f"{name}={version}" for name, version in moved.items() if (name, version) in still]
+            if requests:
+                try:
+                    chosen = self._simulate(wanted + requests, recommends)
+                except DreamError:
+                    pass
+        found = self._shown(f"{name}={version}" for name, version in chosen)
+        missing = [f"{n}={v}" for n, v in chosen if (n, v) not in found]
+        if missing:
+            raise DreamError(f"apt-cache has no metadata for {', '.join(missing)}")
+        return [found[key] for key in chosen]
+
+    def _simulate(self, wanted: list[str], recommends: bool) -> list[tuple[str, str]]:
+        flag = "--install-recommends" if recommends else "--no-install-recommends"
+        plan = self._run("apt-get", "install", "--simulate", flag, *wanted)
+        return sorted({(m.group(1).split(":")[0], m.group(2)) for m in map(_INST.match, plan.splitlines()) if m})
+
+    def _shown(self, specs: Iterable[str]) -> dict[tuple[str, str], Package]:
+        """``apt-cache show`` of ``name=version`` specs: what the sources hold, by (name, version)."""
+        specs = list(specs)
         found: dict[tuple[str, str], Package] = {}
+        if not specs:
+            return found
+        try:
+            shown = self._run("apt-cache", "show", *specs)
+        except DreamError as exc:
+            if "No packages found" in str(exc):  # none of them is there: no error, an answer
+                return found
+            raise
         for stanza in shown.split("\n\n"):
             fields = _fields(stanza)
             if "Package" not in fields:
@@ -102,10 +149,15 @@ class Apt:
                 continue
             found[key] = Package(fields["Package"], fields["Version"], fields["Architecture"],
                                  fields["Filename"], fields["SHA256"], int(fields["Size"]))
-        missing = [f"{n}={v}" for n, v in chosen if (n, v) not in found]
-        if missing:
-            raise DreamError(f"apt-cache has no metadata for {', '.join(missing)}")
-        return [found[key] for key in chosen]
+        return found
+
+    def vanished(self, packages: list[Package]) -> list[Package]:
+        """The pinned packages that neither the apt sources (with these exact bytes) nor the
+        download cache can provide any more: Debian drops superseded versions from its suites."""
+        uncached = [p for p in packages if not (self.debs / f"{p.sha256}.deb").exists()]
+        present = self._shown(f"{p.name}={p.version}" for p in uncached)
+        return [p for p in uncached
+                if (found := present.get((p.name, p.version))) is None or found.sha256 != p.sha256]
 
     def fetch(self, packages: list[Package]) -> dict[str, Path]:
         """Paths of verified .debs in the cache, downloading the missing ones through apt."""
@@ -121,6 +173,9 @@ class Apt:
                 self._run("apt-get", "download", *(f"{p.name}={p.version}" for p in missing), cwd=Path(scratch))
             except DreamError:
                 self.update()  # lists may be old; one retry with fresh lists
+                gone = self.vanished(missing)
+                if gone:
+                    raise VanishedPins(gone) from None
                 self._run("apt-get", "download", *(f"{p.name}={p.version}" for p in missing), cwd=Path(scratch))
             for package in missing:
                 got = next(Path(scratch).glob(f"{package.name}_*.deb"), None)

@@ -205,7 +205,15 @@ def test_adding_a_small_requirement_rebuilds_one_small_layer(gpu: Project, tmp_p
     recipe.write_text(recipe.read_text().replace("[numpy, cupy-cuda12x]", "[numpy, cupy-cuda12x, rich]"))
     stale = changed.doit("build:gpu-image", check=False)
     assert stale.returncode != 0 and "doit lock:gpu-image" in stale.stdout + stale.stderr
-    changed.doit("lock:gpu-image")
+    old_lock = json.loads((changed.root / "recipes/gpu-image.lock.json").read_text())["layers"]
+    locked = changed.doit("lock:gpu-image")
+    new_lock = json.loads((changed.root / "recipes/gpu-image.lock.json").read_text())["layers"]
+    # only the python entry moved, and in it only what rich brought: no Debian pin, no CUDA pin
+    assert [name for name in new_lock if new_lock[name] != old_lock.get(name)] == ["python"]
+    old_wheels = {w["name"]: w for w in old_lock["python"]["wheels"]}
+    new_wheels = {w["name"]: w for w in new_lock["python"]["wheels"]}
+    assert "rich" in new_wheels and all(new_wheels[n] == w for n, w in old_wheels.items())
+    assert "gpu-image.lock.json: debian: kept (" in locked.stdout
     before = manifest(gpu)["layers"]
     run = changed.doit("build:gpu-image")
     assert changed.ran_layers(run) == ["layer:gpu-image/python"]

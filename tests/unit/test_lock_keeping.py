@@ -1,0 +1,112 @@
+"""`doit lock` keeps what still fits and moves only what changed or what `--upgrade…` names
+(dream/lock.py), with a scripted builder standing in for apt and uv."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import dream.lock
+from dream.errors import DreamError, Location
+from dream.lock import Upgrade, write_lock
+from dream.recipe.model import LayerSpec, Recipe
+
+
+class Scripted:
+    """A lockable layer kind whose 'index' is a dict of name → newest version. It resolves
+    like apt or uv: a preferred (previous) version is kept, anything else gets the newest."""
+
+    kind, version, needs_lock = "scripted", "1", True
+
+    def __init__(self, newest: dict[str, str]) -> None:
+        self.newest = newest
+        self.resolved: list[str] = []
+        self.rechecked: list[str] = []
+
+    def lock_inputs(self, layer: LayerSpec, recipe: Recipe) -> Any:
+        return layer.spec
+
+    def lock(self, layer: LayerSpec, recipe: Recipe, earlier: dict[str, Any], previous: dict[str, Any]) -> Any:
+        self.resolved.append(layer.name)
+        kept = {p["name"]: p["version"] for p in previous.get(layer.name, {}).get("packages", [])}
+        return {"packages": [{"name": n, "version": kept.get(n, self.newest[n])} for n in sorted(layer.spec)]}
+
+    def recheck(self, layer: LayerSpec, recipe: Recipe, entry: dict[str, Any]) -> None:
+        self.rechecked.append(layer.name)
+        gone = [p["name"] for p in entry["packages"] if p["version"] == "vanished"]
+        if gone:
+            raise DreamError(f"{', '.join(gone)} no longer in the sources", layer.location)
+
+
+def recipe(tmp_path: Path, **layers: list[str]) -> Recipe:
+    specs = [LayerSpec(name, "scripted", names, "", Location("recipes/x.yaml", 3)) for name, names in layers.items()]
+    return Recipe(path=tmp_path / "x.yaml", display="recipes/x.yaml", name="x", image={}, layers=specs)
+
+
+@pytest.fixture
+def index(monkeypatch: pytest.MonkeyPatch) -> Scripted:
+    builder = Scripted({"libc6": "2.36-9", "bash": "5.2-1", "rich": "14.0", "numpy": "2.3"})
+    monkeypatch.setitem(dream.lock.BUILDERS, "scripted", builder)
+    return builder
+
+
+def pins(recipe: Recipe) -> dict[str, dict[str, str]]:
+    layers = json.loads(recipe.lock_path.read_text())["layers"]
+    return {name: {p["name"]: p["version"] for p in entry["packages"]} for name, entry in layers.items()}
+
+
+def test_an_unchanged_layer_keeps_its_entry_even_when_the_sources_moved(tmp_path: Path, index: Scripted) -> None:
+    write_lock(recipe(tmp_path, debian=["bash", "libc6"], python=["numpy"]))
+    index.newest.update(libc6="2.36-9+deb12u13", numpy="2.4")  # a security update, a release
+    index.resolved.clear()
+    report = write_lock(recipe(tmp_path, debian=["bash", "libc6"], python=["numpy", "rich"]))
+    assert index.resolved == ["python"] and index.rechecked == ["debian"]
+    assert pins(recipe(tmp_path)) == {"debian": {"bash": "5.2-1", "libc6": "2.36-9"},
+                                      "python": {"numpy": "2.3", "rich": "14.0"}}
+    assert report == ["debian: kept (2 pins)", "python: +rich 14.0"]
+
+
+def test_upgrade_moves_everything(tmp_path: Path, index: Scripted) -> None:
+    write_lock(recipe(tmp_path, debian=["bash", "libc6"], python=["numpy"]))
+    index.newest.update(libc6="2.36-10", numpy="2.4")
+    report = write_lock(recipe(tmp_path, debian=["bash", "libc6"], python=["numpy"]), Upgrade.of(True, []))
+    assert pins(recipe(tmp_path)) == {"debian": {"bash": "5.2-1", "libc6": "2.36-10"}, "python": {"numpy": "2.4"}}
+    assert report == ["debian: ~libc6 2.36-9 → 2.36-10", "python: ~numpy 2.3 → 2.4"]
+
+
+def test_upgrade_package_moves_one_pin_only(tmp_path: Path, index: Scripted) -> None:
+    write_lock(recipe(tmp_path, debian=["bash", "libc6"], python=["numpy"]))
+    index.newest.update(libc6="2.36-10", bash="5.3-1", numpy="2.4")
+    write_lock(recipe(tmp_path, debian=["bash", "libc6"], python=["numpy"]), Upgrade.of(False, ["LibC6"]))
+    assert pins(recipe(tmp_path)) == {"debian": {"bash": "5.2-1", "libc6": "2.36-10"}, "python": {"numpy": "2.3"}}
+
+
+def test_upgrade_package_may_name_a_layer(tmp_path: Path, index: Scripted) -> None:
+    write_lock(recipe(tmp_path, debian=["bash", "libc6"], python=["numpy"]))
+    index.newest.update(libc6="2.36-10", bash="5.3-1", numpy="2.4")
+    write_lock(recipe(tmp_path, debian=["bash", "libc6"], python=["numpy"]), Upgrade.of(False, ["debian"]))
+    assert pins(recipe(tmp_path)) == {"debian": {"bash": "5.3-1", "libc6": "2.36-10"}, "python": {"numpy": "2.3"}}
+
+
+def test_an_unknown_upgrade_package_is_one_line_and_writes_nothing(tmp_path: Path, index: Scripted) -> None:
+    write_lock(recipe(tmp_path, debian=["bash"]))
+    before = recipe(tmp_path).lock_path.read_bytes()
+    with pytest.raises(DreamError) as raised:
+        write_lock(recipe(tmp_path, debian=["bash"]), Upgrade.of(False, ["bsah"]))
+    assert str(raised.value) == "recipes/x.lock.json: --upgrade-package bsah: not a package, distribution or layer in the lock"
+    assert recipe(tmp_path).lock_path.read_bytes() == before
+
+
+def test_a_vanished_pin_stops_the_lock_and_keeps_the_file(tmp_path: Path, index: Scripted) -> None:
+    index.newest["bash"] = "vanished"
+    write_lock(recipe(tmp_path, debian=["bash"]))
+    before = recipe(tmp_path).lock_path.read_bytes()
+    with pytest.raises(DreamError, match="^recipes/x.yaml:3: bash no longer in the sources$"):
+        write_lock(recipe(tmp_path, debian=["bash"]))
+    assert recipe(tmp_path).lock_path.read_bytes() == before
+    index.newest["bash"] = "5.3-1"
+    write_lock(recipe(tmp_path, debian=["bash"]), Upgrade.of(False, ["bash"]))
+    assert pins(recipe(tmp_path)) == {"debian": {"bash": "5.3-1"}}
