@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 need=()
 for tool in dockerd:docker.io skopeo:skopeo umoci:umoci gcc:gcc redis-server:redis-server \
-            ssh-keygen:openssh-client docker-registry:docker-registry; do
+            ssh-keygen:openssh-client docker-registry:docker-registry \
+            qemu-aarch64-static:qemu-user-static; do
   command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
 python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
@@ -32,7 +33,7 @@ if ((${#need[@]})); then
 fi
 venv="${DREAM_TEST_VENV:-.dream/test-venv}"
 python3 -m venv --clear "$venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e '.[test]'
+"$venv/bin/python" -m pip install --quiet --quiet --disable-pip-version-check -e '.[test]'
 export PATH="$PWD/$venv/bin:$PATH"
 
 started_dockerd=""

@@ -55,7 +55,7 @@ class DebianBuilder:
             raise DreamError(_vanished_hint(exc, ctx.recipe.name), ctx.layer.location,
                              f"layers.{ctx.layer.name}") from None
         unpacked = unpack(debs, scratch)
-        apply_fixups(unpacked)
+        apply_fixups(unpacked, ctx.lock["architecture"])
         tree = unpacked.tree
         for pattern in ctx.layer.spec["exclude"]:
             tree.remove_matching(pattern)

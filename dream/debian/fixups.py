@@ -8,6 +8,7 @@ alternatives symlinks (`awk` …), and a dpkg database so that `dpkg -l` and apt
 from __future__ import annotations
 
 import os
+import platform
 import posixpath
 import re
 import shutil
@@ -25,7 +26,7 @@ _ALTERNATIVE = re.compile(r"update-alternatives\s+--install\s+(\S+)\s+(\S+)\s+(\
 _SLAVE = re.compile(r"--slave\s+(\S+)\s+(\S+)\s+(\S+)")
 
 
-def apply_fixups(unpacked: Unpacked) -> None:
+def apply_fixups(unpacked: Unpacked, architecture: str) -> None:
     """Run every fix-up in a fixed order (the order is part of the layer's bytes)."""
     tree = unpacked.tree
     accounts(tree)
@@ -33,7 +34,7 @@ def apply_fixups(unpacked: Unpacked) -> None:
     ca_bundle(tree)
     pam_common(tree)
     dpkg_database(tree, unpacked)
-    ld_cache(tree, unpacked.staging)
+    ld_cache(tree, unpacked.staging, architecture)
 
 
 def accounts(tree: Tree) -> None:
@@ -184,39 +185,68 @@ def dpkg_database(tree: Tree, unpacked: Unpacked) -> None:
         tree.add_dir(directory)
 
 
-def ld_cache(tree: Tree, staging: Path) -> None:
-    """/etc/ld.so.cache, built by the host's ldconfig over a scratch copy of the libraries.
+HOST_ARCHITECTURE = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine())
+QEMU = {"amd64": "qemu-x86_64-static", "arm64": "qemu-aarch64-static"}
+
+
+def ld_cache(tree: Tree, staging: Path, architecture: str) -> None:
+    """/etc/ld.so.cache, built by ldconfig over a scratch copy of the libraries.
 
     ldconfig only reads ELF headers and the ld.so.conf files, so the scratch root holds just
-    those (hard-linked where possible); ``-X`` keeps it from creating links of its own.
+    those (hard-linked where possible); ``-X`` keeps it from creating links of its own. The
+    host's ldconfig skips libraries of another machine (an arm64 image got an empty cache),
+    so for a foreign architecture the image's own ldconfig runs under qemu-user.
     """
-    if tree.get("etc/ld.so.conf") is None or shutil.which("ldconfig") is None:
+    if tree.get("etc/ld.so.conf") is None:
         return
     with tempfile.TemporaryDirectory(dir=staging, prefix="ldroot-") as scratch:
         root = Path(scratch)
         for path, entry in tree.entries.items():
             if not (path.startswith(("usr/lib", "etc/ld.so.conf")) or path.startswith("usr/local/lib")):
                 continue
-            target = root / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if entry.kind == DIR:
-                target.mkdir(exist_ok=True)
-            elif entry.kind == SYMLINK:
-                target.unlink(missing_ok=True)
-                os.symlink(entry.link, target)
-            elif entry.kind in (FILE, HARDLINK):
-                source = tree.entries[entry.link] if entry.kind == HARDLINK else entry
-                _materialize(source, target)
+            _copy_entry(tree, path, entry, root)
         for top in ("lib", "lib64"):
             if tree.get(top) is not None:
                 os.symlink(f"usr/{top}", root / top)
-        command = ["ldconfig", "-X", "-r", str(root)]
+        command = _ldconfig(tree, root, architecture) + ["-X", "-r", str(root)]
         if os.geteuid() != 0:
             command = ["unshare", "--map-root-user", "--"] + command  # ldconfig -r needs chroot()
         run = subprocess.run(command, capture_output=True, text=True)
         if run.returncode != 0:
             raise DreamError(f"ldconfig failed building /etc/ld.so.cache: {run.stderr.strip()}")
         tree.add_bytes("etc/ld.so.cache", (root / "etc" / "ld.so.cache").read_bytes(), 0o644)
+
+
+def _ldconfig(tree: Tree, root: Path, architecture: str) -> list[str]:
+    """The host's ldconfig for the host's architecture, else the image's under qemu-user."""
+    if architecture == HOST_ARCHITECTURE:
+        if shutil.which("ldconfig") is None:
+            raise DreamError("ldconfig not found: debian layers need glibc's ldconfig on the build machine")
+        return ["ldconfig"]
+    qemu = shutil.which(QEMU[architecture])
+    if qemu is None:
+        raise DreamError(f"an {architecture} image on this {platform.machine()} machine needs "
+                         f"{QEMU[architecture]} to write /etc/ld.so.cache (apt-get install qemu-user-static)")
+    own = next((p for p in ("usr/sbin/ldconfig", "sbin/ldconfig") if tree.get(p) is not None), None)
+    if own is None:
+        raise DreamError(f"the {architecture} image has no ldconfig (libc-bin) to write /etc/ld.so.cache with")
+    _copy_entry(tree, own, tree.entries[own], root)
+    return [qemu, str(root / own)]
+
+
+def _copy_entry(tree: Tree, path: str, entry: Any, root: Path) -> None:
+    target = root / path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if entry.kind == DIR:
+        target.mkdir(exist_ok=True)
+    elif entry.kind == SYMLINK:
+        target.unlink(missing_ok=True)
+        os.symlink(entry.link, target)
+    elif entry.kind in (FILE, HARDLINK):
+        source = tree.entries[entry.link] if entry.kind == HARDLINK else entry
+        _materialize(source, target)
+        if entry.mode & 0o111:
+            target.chmod(0o755)
 
 
 def _materialize(entry, target: Path) -> None:  # type: ignore[no-untyped-def]
