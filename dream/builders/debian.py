@@ -21,21 +21,25 @@ class DebianBuilder:
 
     def lock_inputs(self, layer: LayerSpec, recipe: Recipe) -> Any:
         spec = layer.spec
-        return {"packages": spec["packages"], "essential": spec["essential"],
-                "recommends": spec["recommends"], "architecture": recipe.image["architecture"]}
+        inputs = {"packages": spec["packages"], "essential": spec["essential"],
+                  "recommends": spec["recommends"], "architecture": recipe.image["architecture"]}
+        if spec.get("suite"):  # only when set, so that older locks stay fresh
+            inputs["suite"] = spec["suite"]
+        return inputs
 
     def lock(self, layer: LayerSpec, recipe: Recipe, earlier: dict[str, Any],
              previous: dict[str, Any]) -> Any:
         spec = layer.spec
-        apt = Apt(recipe.image["architecture"])
+        apt = Apt(recipe.image["architecture"], suite=spec.get("suite"))
         apt.update()
         kept = {p["name"]: p["version"] for p in previous.get(layer.name, {}).get("packages", [])}
         packages = apt.resolve(spec["packages"], spec["essential"], spec["recommends"], prefer=kept)
-        return {"architecture": apt.architecture, "packages": [p.as_dict() for p in packages]}
+        return {"architecture": apt.architecture, **({"suite": apt.suite} if apt.suite else {}),
+                "packages": [p.as_dict() for p in packages]}
 
     def recheck(self, layer: LayerSpec, recipe: Recipe, entry: dict[str, Any]) -> None:
         """A kept entry must still be buildable: every pin in the apt sources or the cache."""
-        apt = Apt(entry["architecture"])
+        apt = Apt(entry["architecture"], suite=entry.get("suite"))
         apt.update()
         gone = apt.vanished([Package(**p) for p in entry["packages"]])
         if gone:
@@ -50,7 +54,7 @@ class DebianBuilder:
     def tree(self, ctx: BuildContext, scratch: Path) -> Tree:
         packages = [Package(**p) for p in ctx.lock["packages"]]
         try:
-            debs = Apt(ctx.lock["architecture"]).fetch(packages)
+            debs = Apt(ctx.lock["architecture"], suite=ctx.lock.get("suite")).fetch(packages)
         except VanishedPins as exc:
             raise DreamError(_vanished_hint(exc, ctx.recipe.name), ctx.layer.location,
                              f"layers.{ctx.layer.name}") from None

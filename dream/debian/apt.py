@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
+from dream.debian.sources import write_sources
 from dream.errors import DreamError
 from dream.store.layout import file_sha256
 
@@ -54,9 +55,11 @@ def cache_dir() -> Path:
 class Apt:
     """Resolve and download packages for one architecture with a private apt state."""
 
-    def __init__(self, architecture: str = "amd64", root: Path | None = None) -> None:
+    def __init__(self, architecture: str = "amd64", root: Path | None = None, suite: str | None = None) -> None:
         self.architecture = architecture
-        self.root = (root or cache_dir()) / "apt" / architecture
+        self.suite = suite
+        state = (root or cache_dir()) / "apt"
+        self.root = (state / suite / architecture) if suite else state / architecture
         self.debs = (root or cache_dir()) / "debs"
         self.status = self.root / "status"
 
@@ -67,6 +70,9 @@ class Apt:
                    "-o", f"APT::Architecture={self.architecture}",
                    "-o", "APT::Get::AllowUnauthenticated=false",
                    "-o", "quiet=1"]
+        if self.suite:  # the machine's sources re-pointed at that suite (dream/debian/sources.py)
+            options += ["-o", f"Dir::Etc::SourceList={self.root / 'sources.list'}",
+                        "-o", f"Dir::Etc::SourceParts={self.root / 'sources.list.d'}"]
         if os.geteuid() == 0:
             options += ["-o", "APT::Sandbox::User=root"]  # the _apt user cannot write our cache
         return options
@@ -87,6 +93,8 @@ class Apt:
         for directory in ("state/lists/partial", "cache/archives/partial"):
             (self.root / directory).mkdir(parents=True, exist_ok=True)
         self.status.touch()
+        if self.suite:
+            write_sources(self.suite, self.root / "sources.list.d")
         self._run("apt-get", "update")
 
     def has_lists(self) -> bool:

@@ -8,6 +8,8 @@ from typing import Any
 
 from dream.recipe.model import Recipe
 
+UV_NEWEST_GLIBC = 40  # the newest manylinux_2_x that `uv pip compile --python-platform` accepts
+
 
 @dataclass(frozen=True)
 class PythonTarget:
@@ -43,9 +45,11 @@ class PythonTarget:
                 "data": self.prefix, "headers": f"{self.prefix}/include/python{self.version}"}
 
     def uv_platform(self) -> str:
-        """``manylinux_2_36_x86_64`` → ``x86_64-manylinux_2_36`` (uv's spelling)."""
-        tag, machine = re.fullmatch(r"(manylinux_\d+_\d+)_(x86_64|aarch64)", self.platform).groups()
-        return f"{machine}-{tag}"
+        """``manylinux_2_36_x86_64`` → ``x86_64-manylinux_2_36`` (uv's spelling). uv names
+        glibc versions up to ``UV_NEWEST_GLIBC`` only; a newer image (Debian 13: 2.41) resolves
+        as that one, which every wheel built for an older glibc still fits."""
+        minor, machine = re.fullmatch(r"manylinux_2_(\d+)_(x86_64|aarch64)", self.platform).groups()
+        return f"{machine}-manylinux_2_{min(int(minor), UV_NEWEST_GLIBC)}"
 
     def platforms(self) -> list[str]:
         """Every platform tag the image accepts, newest first: pip does not expand
