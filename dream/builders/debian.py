@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from dream.builders.base import BuildContext
-from dream.debian.apt import Apt, Package, VanishedPins
+from dream.debian.apt import Apt, Package, UnknownPackages, VanishedPins
 from dream.debian.fixups import FIXUPS_VERSION, apply_fixups
 from dream.debian.unpack import unpack
 from dream.errors import DreamError
@@ -33,7 +33,15 @@ class DebianBuilder:
         apt = Apt(recipe.image["architecture"], suite=spec.get("suite"))
         apt.update()
         kept = {p["name"]: p["version"] for p in previous.get(layer.name, {}).get("packages", [])}
-        packages = apt.resolve(spec["packages"], spec["essential"], spec["recommends"], prefer=kept)
+        try:
+            packages = apt.resolve(spec["packages"], spec["essential"], spec["recommends"], prefer=kept)
+        except UnknownPackages as exc:
+            name = exc.names[0]  # merged lists renumber items: the line says where, not the index
+            index = spec["packages"].index(name) if name in spec["packages"] else 0
+            location = layer.at(f"packages[{index}]")[0]
+            suite = f" ({spec['suite']})" if spec.get("suite") else ""
+            raise DreamError(f"no Debian package {name!r} in the apt sources{suite}", location,
+                             f"layers.{layer.name}.debian.packages") from None
         return {"architecture": apt.architecture, **({"suite": apt.suite} if apt.suite else {}),
                 "packages": [p.as_dict() for p in packages]}
 

@@ -20,6 +20,7 @@ from dream.debian.sources import write_sources
 from dream.errors import DreamError
 from dream.store.layout import file_sha256
 
+_UNKNOWN = re.compile(r"Unable to locate package (\S+)|Package '([^']+)' has no installation candidate")
 _INST = re.compile(r"^Inst (\S+) \((\S+) .*\[([^\]]+)\]\)")
 
 
@@ -46,6 +47,14 @@ class VanishedPins(DreamError):
         more = f" and {len(packages) - 4} more" if len(packages) > 4 else ""
         super().__init__(f"{shown}{more} no longer in the apt sources")
         self.packages = packages
+
+
+class UnknownPackages(DreamError):
+    """Names the apt sources have no installable package for (a typo, another suite's name)."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(f"no Debian package {', '.join(map(repr, names))} in the apt sources")
+        self.names = names
 
 
 def cache_dir() -> Path:
@@ -133,7 +142,13 @@ class Apt:
 
     def _simulate(self, wanted: list[str], recommends: bool) -> list[tuple[str, str]]:
         flag = "--install-recommends" if recommends else "--no-install-recommends"
-        plan = self._run("apt-get", "install", "--simulate", flag, *wanted)
+        try:
+            plan = self._run("apt-get", "install", "--simulate", flag, *wanted)
+        except DreamError as exc:
+            unknown = _UNKNOWN.findall(str(exc))
+            if unknown:
+                raise UnknownPackages([a or b for a, b in unknown]) from None
+            raise
         return sorted({(m.group(1).split(":")[0], m.group(2)) for m in map(_INST.match, plan.splitlines()) if m})
 
     def _shown(self, specs: Iterable[str]) -> dict[tuple[str, str], Package]:

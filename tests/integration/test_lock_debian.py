@@ -60,3 +60,14 @@ def test_upgrade_resolves_everything_afresh(vanished: Project) -> None:
     packages = json.loads((vanished.root / "recipes/python-app.lock.json").read_text())["layers"]["debian"]["packages"]
     assert "0.0.1-gone" not in {p["version"] for p in packages}
     assert {"python3", "dash", "libc6"} <= {p["name"] for p in packages}
+
+
+def test_an_unknown_debian_package_points_at_its_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    require("apt-get")
+    recipe = "imports: [debian-python]\nlayers:\n  - name: debian\n    debian:\n      packages: [curl, jqq]\n"
+    project = make_project(tmp_path / "p", {"typo.yaml": recipe}, with_demo=False)
+    run = project.doit("lock:typo", check=False)
+    assert run.returncode != 0 and "Traceback" not in run.stdout + run.stderr
+    assert "recipes/typo.yaml:5: layers.debian.debian.packages: no Debian package 'jqq' in the apt sources" \
+        in run.stdout.splitlines()
+    assert not (project.root / "recipes/typo.lock.json").exists()
