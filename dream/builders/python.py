@@ -13,6 +13,7 @@ from typing import Any
 from dream.builders.base import BuildContext, Part
 from dream.builders.wheelset import lock_wheels, pins, provided_by, resolve_keeping, wheel_parts
 from dream.errors import DreamError
+from dream.python.blame import RequirementSites
 from dream.python.resolve import Wheel
 from dream.python.target import PythonTarget
 from dream.recipe.model import LayerSpec, Recipe
@@ -38,7 +39,8 @@ class PythonBuilder:
         below = [Wheel.from_dict(w) for entry in earlier.values() for w in entry.get("wheels", [])]
         resolved = resolve_keeping(layer.spec["requirements"], target,
                                    [f"{w.name}=={w.version}" for w in below], pins(previous),
-                                   f"the requirements of layer {layer.name!r}")
+                                   f"the requirements of layer {layer.name!r}",
+                                   sites=RequirementSites(layer))
         present = {w.name for w in below}
         own = [w for w in resolved if w.name not in present]
         locked = lock_wheels(own, layer.spec["min_layer_size"], target, provided_by(earlier, target))

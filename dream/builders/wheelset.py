@@ -8,10 +8,13 @@ digests while the small top layer absorbs everyday changes.
 No file may appear in two layers: at lock time every wheel's member list is compared with the
 wheels below it (in the image's layer order), and the paths already provided (such as the
 namespace file ``nvidia/__init__.py`` that every NVIDIA wheel ships) are recorded as ``drop``.
+Locking reads those member lists from the wheels' central directories (`dream.python.members`),
+never the wheels themselves: wheels are downloaded at build time only.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,9 +22,11 @@ from dream.builders.base import BuildContext, Part
 from dream.builders.files import add_host_path
 from dream.errors import DreamError
 from dream.oci.tree import Tree
-from dream.python.resolve import Wheel, resolve
+from dream.python.blame import RequirementSites
+from dream.python.members import listings
+from dream.python.resolve import ResolveError, Wheel, resolve
 from dream.python.target import PythonTarget
-from dream.python.wheels import fetch, install_wheel, wheel_files
+from dream.python.wheels import fetch, install_paths, install_wheel
 
 INSTALL_VERSION = "1"  # bump when the same wheels would install to other bytes
 
@@ -38,16 +43,16 @@ def split(wheels: list[Wheel], min_size: int) -> list[tuple[Wheel | None, list[W
 
 def lock_wheels(wheels: list[Wheel], min_size: int, target: PythonTarget,
                 provided: set[str]) -> list[Wheel]:
-    """Fetch ``wheels`` to learn their sizes and members; fill in ``size``, ``drop`` and
-    ``libs``. ``provided`` holds the image paths of the wheels below."""
-    paths = fetch(wheels, target)
-    sized = [Wheel(w.name, w.version, w.filename, w.sha256, paths[w.sha256].stat().st_size)
+    """Fill in ``size``, ``drop`` and ``libs`` from the wheels' sizes and member lists (read
+    without downloading them). ``provided`` holds the image paths of the wheels below."""
+    listed = listings(wheels, target)
+    sized = [Wheel(w.name, w.version, w.filename, w.sha256, w.size or listed[w.sha256].size)
              for w in wheels]
     provided = set(provided)
     locked = []
     for _, group in split(sized, min_size):
         for wheel in group:
-            files = wheel_files(paths[wheel.sha256], target)
+            files = install_paths(listed[wheel.sha256].names, target)
             drop = tuple(sorted(f for f in files if f in provided))
             libs = tuple(sorted(f for f in files if _is_shared_library(f)))
             provided.update(files)
@@ -78,9 +83,18 @@ def wheel_parts(ctx: BuildContext, wheels: list[Wheel], min_size: int,
         inputs = {"install": INSTALL_VERSION, "target": target.key(),
                   "wheels": [[w.name, w.version, w.sha256, list(w.drop)] for w in group],
                   **({"extra": extra_inputs} if top else {})}
-        parts.append(Part(name, comment, lambda inputs=inputs: inputs,
-                          lambda c, scratch, group=group, top=top: _tree(group, target, scratch, top)))
+        parts.append(Part(name, comment, functools.partial(_inputs, inputs),
+                          functools.partial(_part_tree, group, target, top)))
     return parts
+
+
+def _inputs(inputs: dict[str, Any]) -> dict[str, Any]:
+    return inputs
+
+
+def _part_tree(group: list[Wheel], target: PythonTarget, extra_top: Callable[[Tree], None] | None,
+               ctx: BuildContext, scratch: Path) -> Tree:
+    return _tree(group, target, scratch, extra_top)
 
 
 def _tree(group: list[Wheel], target: PythonTarget, scratch: Path,
@@ -102,8 +116,8 @@ def _tree(group: list[Wheel], target: PythonTarget, scratch: Path,
 def provided_by(earlier: dict[str, Any], target: PythonTarget) -> set[str]:
     """The image paths the wheels of lower layers' lock entries install."""
     wheels = [Wheel.from_dict(w) for entry in earlier.values() for w in entry.get("wheels", [])]
-    paths = fetch(wheels, target)
-    return {f for w in wheels for f in wheel_files(paths[w.sha256], target)}
+    listed = listings(wheels, target)
+    return {f for w in wheels for f in install_paths(listed[w.sha256].names, target)}
 
 
 def pins(entries: dict[str, Any]) -> list[str]:
@@ -112,13 +126,19 @@ def pins(entries: dict[str, Any]) -> list[str]:
 
 
 def resolve_keeping(requirements: list[str], target: PythonTarget, constraints: list[str],
-                    previous: list[str], what: str) -> list[Wheel]:
+                    previous: list[str], what: str, sites: RequirementSites | None = None) -> list[Wheel]:
     """Resolve while keeping the previous lock's versions; where the requirements no longer
-    allow that (a raised minimum, say), resolve afresh. ``DREAM_LOCK_UPGRADE=1`` skips the
-    first try (see `dream.lock`)."""
+    allow that (a raised minimum, say), resolve afresh. ``--upgrade`` passes no previous
+    versions (see `dream.lock`). With ``sites`` (where the recipe wrote ``requirements``), a
+    failure names the recipe line of the requirement it is about."""
     if previous:
         try:
             return resolve(requirements, target, constraints + previous, what)
         except DreamError:
             pass
-    return resolve(requirements, target, constraints, what)
+    try:
+        return resolve(requirements, target, constraints, what)
+    except ResolveError as error:
+        if sites is None:
+            raise
+        raise sites.blame(error) from None

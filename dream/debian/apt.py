@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterable
 
 from dream.debian.sources import write_sources
+from dream.download_cache import die_with_parent, sweep_stale_downloads
 from dream.errors import DreamError
 from dream.store.layout import file_sha256
 
@@ -90,7 +91,8 @@ class Apt:
         if shutil.which(tool) is None:
             raise DreamError(f"{tool} not found: debian layers need apt (run on Debian or Ubuntu)")
         result = subprocess.run([tool, *self._options(), *args], cwd=cwd, text=True,
-                                capture_output=True, env={**os.environ, "LC_ALL": "C"})
+                                capture_output=True, env={**os.environ, "LC_ALL": "C"},
+                                preexec_fn=die_with_parent)
         if result.returncode != 0:
             detail = " ".join(line.strip() for line in result.stderr.splitlines()
                               if line.startswith(("E:", "W:")) or "rror" in line) or result.stderr.strip()
@@ -191,6 +193,7 @@ class Apt:
             return paths
         if not self.has_lists():
             self.update()
+        sweep_stale_downloads(self.debs)
         with tempfile.TemporaryDirectory(dir=self.debs, prefix="download-") as scratch:
             try:
                 self._run("apt-get", "download", *(f"{p.name}={p.version}" for p in missing), cwd=Path(scratch))

@@ -12,6 +12,8 @@ import os
 import subprocess
 import sys
 
+import requests
+
 
 @functools.lru_cache(maxsize=1)
 def pip_settings() -> dict[str, str]:
@@ -46,3 +48,27 @@ def uv_environment() -> dict[str, str]:
     if cert and "SSL_CERT_FILE" not in env:
         env["SSL_CERT_FILE"] = cert
     return env
+
+
+def http_session() -> requests.Session:
+    """A requests session that trusts what pip trusts: its CA bundle (``cert``), its client
+    certificate (``client-cert``); proxies and netrc come from the environment, as for pip.
+    Used only to read wheels' central directories at lock time (`dream.python.members`)."""
+    settings = pip_settings()
+    session = requests.Session()
+    if settings.get("cert"):
+        session.verify = settings["cert"]
+    if settings.get("client-cert"):
+        session.cert = settings["client-cert"]
+    if settings.get("proxy"):
+        session.proxies = {"http": settings["proxy"], "https": settings["proxy"]}
+    return session
+
+
+def http_timeout() -> float:
+    """pip's ``timeout`` (``PIP_DEFAULT_TIMEOUT``), 15 s as in pip when unset."""
+    settings = pip_settings()
+    try:
+        return float(settings.get("timeout") or settings.get("default-timeout") or 15)
+    except ValueError:
+        return 15.0

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from installer import install
@@ -20,6 +21,7 @@ from installer.destinations import SchemeDictionaryDestination
 from installer.sources import WheelFile
 
 from dream.debian.apt import cache_dir
+from dream.download_cache import die_with_parent, sweep_stale_downloads
 from dream.errors import DreamError
 from dream.python.resolve import Wheel
 from dream.python.target import PythonTarget
@@ -43,6 +45,7 @@ def fetch(wheels: list[Wheel], target: PythonTarget, root: Path | None = None) -
 def _download(wheels: list[Wheel], target: PythonTarget, root: Path | None) -> None:
     cache = (root or cache_dir()) / "wheels"
     cache.mkdir(parents=True, exist_ok=True)
+    sweep_stale_downloads(cache)
     with tempfile.TemporaryDirectory(dir=cache, prefix="download-") as scratch:
         base = Path(scratch)
         (base / "requirements.txt").write_text(
@@ -53,7 +56,9 @@ def _download(wheels: list[Wheel], target: PythonTarget, root: Path | None) -> N
                    "--implementation", "cp", "--abi", target.abi, "--abi", "abi3", "--abi", "none",
                    "--require-hashes", "-r", str(base / "requirements.txt"),
                    "--dest", str(base / "out"), "--quiet", "--progress-bar", "off"]
-        run = subprocess.run(command, capture_output=True, text=True, check=False)
+        (base / "tmp").mkdir()
+        run = subprocess.run(command, capture_output=True, text=True, check=False,
+                             env={**os.environ, "TMPDIR": str(base / "tmp")}, preexec_fn=die_with_parent)
         if run.returncode != 0:
             detail = " ".join(line.strip() for line in run.stderr.strip().splitlines()[-4:])
             raise DreamError(f"pip could not download the locked wheels: {detail}")
@@ -81,24 +86,30 @@ def install_wheel(path: Path, target: PythonTarget, destdir: Path) -> None:
 
 
 def wheel_files(path: Path, target: PythonTarget) -> list[str]:
-    """The image paths (no leading slash) a wheel's archive members install to.
+    """The image paths (no leading slash) a wheel file's members install to."""
+    with zipfile.ZipFile(path) as archive:
+        return install_paths(archive.namelist(), target)
 
-    Reads only the zip's central directory: cheap even for an 800 MB wheel. Files in
-    ``<dist>.data/<scheme>/`` go to that scheme's directory, all others to the site directory.
+
+def install_paths(members: Iterable[str], target: PythonTarget) -> list[str]:
+    """The image paths (no leading slash) that a wheel's archive members install to.
+
+    Files in ``<dist>.data/<scheme>/`` go to that scheme's directory, all others to the site
+    directory. Only names are needed, so the member list may come from a central directory
+    read over HTTP (`dream.python.members`) as well as from a wheel on disk.
     """
     scheme = target.scheme()
     out = []
-    with zipfile.ZipFile(path) as archive:
-        for name in archive.namelist():
-            if name.endswith("/"):
-                continue
-            top, _, rest = name.partition("/")
-            if top.endswith(".data") and "/" in rest:
-                kind, _, inner = rest.partition("/")
-                base = scheme[kind]
-                if kind == "headers":
-                    base = f"{base}/{top.removesuffix('.data').rsplit('-', 1)[0]}"
-                out.append(f"{base}/{inner}".lstrip("/"))
-            else:
-                out.append(f"{scheme['purelib']}/{name}".lstrip("/"))
+    for name in members:
+        if name.endswith("/"):
+            continue
+        top, _, rest = name.partition("/")
+        if top.endswith(".data") and "/" in rest:
+            kind, _, inner = rest.partition("/")
+            base = scheme[kind]
+            if kind == "headers":
+                base = f"{base}/{top.removesuffix('.data').rsplit('-', 1)[0]}"
+            out.append(f"{base}/{inner}".lstrip("/"))
+        else:
+            out.append(f"{scheme['purelib']}/{name}".lstrip("/"))
     return out
