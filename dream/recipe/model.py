@@ -24,6 +24,12 @@ class LayerSpec:
     spec: Any
     comment: str
     location: Location
+    places: dict[str, Location] = field(default_factory=dict, compare=False)
+
+    def at(self, sub: str) -> tuple[Location, str]:
+        """Where a value inside the spec was written (``packages[2]``) and its error path
+        (``layers.debian.debian.packages[2]``); the layer's own line where unknown."""
+        return self.places.get(sub, self.location), f"layers.{self.name}.{self.kind}.{sub}"
 
 
 @dataclass(frozen=True)
