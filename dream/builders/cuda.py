@@ -8,7 +8,9 @@ container runtime injects it, or the user mounts a host folder, and ``dream-cuda
 image's entrypoint wrapper) makes either findable at container start.
 
 Versions come from NVIDIA's ``cuda-toolkit`` meta-package, whose extras pin a compatible wheel
-per component; cuDNN, NCCL, cuSPARSELt and NVSHMEM are separate wheel families.
+per component (cuDNN, NCCL, cuSPARSELt and NVSHMEM are separate wheel families), or, with
+``version: python``, from the pins of the image's Python requirements (torch, jax …); see
+`dream.builders.cuda_versions`.
 """
 
 from __future__ import annotations
@@ -19,27 +21,21 @@ from importlib import resources
 from typing import Any
 
 from dream.builders.base import BuildContext, Part
+from dream.builders.cuda_versions import (Clash, Plan, find_clash, followed_toolkit, framework_pins,
+                                          plan, runtime_pin, toolkit_for)
 from dream.builders.wheelset import lock_wheels, pins, provided_by, resolve_keeping, wheel_parts
+from dream.errors import DreamError
 from dream.oci.image import DEFAULT_PATH
 from dream.oci.tree import Tree
 from dream.python.resolve import Wheel
 from dream.python.target import PythonTarget
 from dream.recipe.model import LayerSpec, Recipe
+from dream.recipe.schema import CUDA_FOLLOW
 
-SEPARATE = {"cudnn": "nvidia-cudnn-cu{major}", "nccl": "nvidia-nccl-cu{major}",
-            "cusparselt": "nvidia-cusparselt-cu{major}", "nvshmem": "nvidia-nvshmem-cu{major}"}
 CUDA_HOME = "/usr/local/cuda"
 DRIVER_DIRS = ("/usr/local/nvidia/lib64", "/usr/local/nvidia/lib")
 ENV_SCRIPT = "/usr/local/bin/dream-cuda-env"
 GLUE_VERSION = "1"
-
-
-def requirements(version: str, components: list[str]) -> list[str]:
-    """``12.9`` + [cudart, cublas, cudnn] → cuda-toolkit[cublas,cudart]==12.9.*, nvidia-cudnn-cu12."""
-    major = version.split(".")[0]
-    extras = sorted(c for c in components if c not in SEPARATE)
-    toolkit = "cuda-toolkit" + (f"[{','.join(extras)}]" if extras else "") + f"=={version}.*"
-    return [toolkit] + [SEPARATE[c].format(major=major) for c in sorted(set(components) & set(SEPARATE))]
 
 
 def component(wheel: Wheel) -> str:
@@ -54,18 +50,33 @@ class CudaBuilder:
     needs_lock = True
 
     def lock_inputs(self, layer: LayerSpec, recipe: Recipe) -> Any:
+        """The settings the lock entry was resolved from. A layer that follows the python
+        layers holds their requirements too, so a new torch re-locks the CUDA it follows;
+        ``versions`` only when set, so that older locks stay valid."""
         spec = layer.spec
-        return {"version": spec["version"], "components": sorted(spec["components"]),
-                "min_layer_size": spec["min_layer_size"], "python": PythonTarget.of(recipe).key()}
+        inputs = {"version": spec["version"], "components": sorted(spec["components"]),
+                  "min_layer_size": spec["min_layer_size"], "python": PythonTarget.of(recipe).key()}
+        if spec.get("versions"):
+            inputs["versions"] = dict(sorted(spec["versions"].items()))
+        if spec["version"] == CUDA_FOLLOW:
+            inputs["follows"] = python_requirements(layer, recipe)
+        return inputs
 
     def lock(self, layer: LayerSpec, recipe: Recipe, earlier: dict[str, Any],
              previous: dict[str, Any]) -> Any:
-        spec, target = layer.spec, PythonTarget.of(recipe)
-        wheels = resolve_keeping(requirements(spec["version"], spec["components"]), target, [],
-                                 pins(previous), f"CUDA {spec['version']} ({', '.join(spec['components'])})")
+        spec, target, keep = layer.spec, PythonTarget.of(recipe), pins(previous)
+        above = python_requirements(layer, recipe)
+        try:
+            wanted = _plan(layer, above, target, keep)
+            wheels = resolve_keeping(wanted.requirements, target, wanted.constraints, keep,
+                                     f"CUDA {wanted.toolkit.version} ({', '.join(spec['components'])})")
+        except DreamError as exc:
+            raise _located(exc, layer, "version") from None
+        clash = find_clash(wheels, above, target, keep)
+        if clash:
+            raise _clash_error(clash, layer, wanted, runtime_pin(framework_pins(above, target, keep)))
         locked = lock_wheels(wheels, spec["min_layer_size"], target, provided_by(earlier, target))
-        toolkit = next(w.version for w in locked if w.name == "cuda-toolkit")
-        return {"cuda": toolkit, "wheels": [w.as_dict() for w in locked]}
+        return {"cuda": wanted.toolkit.version, "wheels": [w.as_dict() for w in locked]}
 
     def parts(self, ctx: BuildContext) -> list[Part]:
         wheels = [Wheel.from_dict(w) for w in ctx.lock["wheels"]]
@@ -87,6 +98,51 @@ class CudaBuilder:
                "LD_LIBRARY_PATH": ":".join((f"{CUDA_HOME}/lib64",) + DRIVER_DIRS),
                "PATH": f"/usr/local/nvidia/bin:{CUDA_HOME}/bin:{DEFAULT_PATH}"}
         return {"env": env, "labels": labels}
+
+
+def python_requirements(layer: LayerSpec, recipe: Recipe) -> list[str]:
+    """The requirements of the image's python layers above this cuda layer, in layer order:
+    what a framework's CUDA is read from, and what must agree with this layer's wheels."""
+    above = recipe.layers[recipe.layers.index(layer) + 1:]
+    return [r for other in above if other.kind == "python" for r in other.spec["requirements"]]
+
+
+def _plan(layer: LayerSpec, above: list[str], target: PythonTarget, keep: list[str]) -> Plan:
+    """The toolkit release and wheels to resolve, for the layer's `version`."""
+    spec = layer.spec
+    kept = next((p.split("==", 1)[1] for p in keep if p.startswith("cuda-toolkit==")), None)
+    if spec["version"] != CUDA_FOLLOW:
+        return plan(toolkit_for(spec["version"], kept), spec["components"], spec.get("versions", {}), {})
+    if not above:
+        raise DreamError("`version: python` follows the python layers above this one, but there "
+                         "are none; name a CUDA version such as \"12.8\" or add a python layer after it")
+    framework = framework_pins(above, target, keep)
+    return plan(followed_toolkit(framework, target, keep), spec["components"],
+                spec.get("versions", {}), framework)
+
+
+def _located(exc: DreamError, layer: LayerSpec, field: str) -> DreamError:
+    """The error with the cuda layer's location and field path, unless it has its own."""
+    if exc.location is not None:
+        return exc
+    return DreamError(exc.message, layer.location, f"layers.{layer.name}.cuda.{field}")
+
+
+def _clash_error(clash: Clash, layer: LayerSpec, wanted: Plan, runtime: tuple[str, str] | None) -> DreamError:
+    """One line: the cuda layer's wheel and where its version came from, the requirement, its
+    version, and the setting that would agree."""
+    origin = wanted.origin.get(clash.wheel, "version")
+    field = origin if origin.startswith("versions.") else "version"
+    source = {"version": f"CUDA {wanted.toolkit.version}", CUDA_FOLLOW: "the python layers"}.get(origin, origin)
+    if field != "version":
+        fix = f'drop {field} or set it to "{clash.theirs}"'
+    elif layer.spec["version"] == CUDA_FOLLOW:
+        fix = f'set versions.{wanted.toolkit.component_of(clash.wheel) or clash.wheel}: "{clash.theirs}"'
+    else:
+        fix = "use version: python" + (f' or version: "{".".join(runtime[1].split(".")[:2])}"' if runtime else "")
+    return DreamError(f"{clash.wheel} {clash.ours} from {source} clashes with {clash.requirement}, "
+                      f"which needs {clash.wheel} {clash.theirs}; {fix}",
+                      layer.location, f"layers.{layer.name}.cuda.{field}")
 
 
 def add_glue(tree: Tree, libs: list[str]) -> None:

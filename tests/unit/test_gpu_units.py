@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dream.builders.cuda import component, requirements
+from dream.builders.cuda import component
 from dream.builders.home import _add_accounts
 from dream.builders.wheelset import split
 from dream.debian.fixups import pam_common
@@ -32,10 +32,8 @@ def test_split_gives_big_wheels_own_layers_and_small_ones_a_shared_top() -> None
     assert split([wheel("torch", 900)], 16)[-1][0] is not None  # no empty small layer
 
 
-def test_cuda_components_map_to_the_toolkit_extras_and_separate_families() -> None:
-    assert requirements("12.9", ["cudart", "cublas", "cudnn"]) == [
-        "cuda-toolkit[cublas,cudart]==12.9.*", "nvidia-cudnn-cu12"]
-    assert requirements("13", ["nccl"]) == ["cuda-toolkit==13.*", "nvidia-nccl-cu13"]
+def test_cuda_wheels_get_short_layer_names() -> None:
+    # which wheels the components lock: tests/unit/test_cuda_versions.py
     assert [component(wheel(n, 0)) for n in ("nvidia-cuda-runtime-cu12", "nvidia-cublas", "nvidia-cudnn-cu13")] == [
         "runtime", "cublas", "cudnn"]
 
