@@ -86,7 +86,7 @@ def dream_project(root: Path, recipes: dict[str, dict]) -> None:
     (root / "recipes").mkdir(parents=True)
     (root / "layers").mkdir()
     shutil.copy2(REPO / "dodo.py", root / "dodo.py")
-    shutil.copy2(REPO / "layers" / "debian-python.yaml", root / "layers" / "debian-python.yaml")
+    shutil.copy2(REPO / "dream" / "presets" / "debian-python.yaml", root / "layers" / "debian-python.yaml")
     for name, document in recipes.items():
         (root / "recipes" / f"{name}.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
         shutil.copy2(REPO / "recipes" / "python-app.lock.json", root / "recipes" / f"{name}.lock.json")

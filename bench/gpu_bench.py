@@ -107,7 +107,7 @@ def gpu_project(root: Path) -> Project:
     make_project(with_gpu=True) does)."""
     root.mkdir(parents=True)
     shutil.copy2(REPO / "dodo.py", root / "dodo.py")
-    shutil.copytree(REPO / "layers", root / "layers")
+    shutil.copytree(REPO / "dream" / "presets", root / "layers")
     (root / "recipes").mkdir()
     for name in (f"{IMAGE}.yaml", f"{IMAGE}.lock.json"):
         shutil.copy2(REPO / "recipes" / name, root / "recipes" / name)
@@ -121,7 +121,7 @@ def base_project(root: Path) -> Project:
     config digest) distinct from any image someone else loaded, so cleanup removes only ours."""
     root.mkdir(parents=True)
     shutil.copy2(REPO / "dodo.py", root / "dodo.py")
-    shutil.copytree(REPO / "layers", root / "layers")
+    shutil.copytree(REPO / "dream" / "presets", root / "layers")
     (root / "recipes").mkdir()
     recipe = {"imports": ["debian-python"],
               "image": {"name": BASE, "tags": ["latest"], "labels": {"dream.bench": "gpu-base"}},
@@ -286,7 +286,7 @@ def make_context(ctx: Path, pins: list[str]) -> None:
     ctx.mkdir(parents=True)
     (ctx / "Dockerfile").write_text(dockerfile(pins))
     shutil.copy2("/etc/ssl/certs/ca-certificates.crt", ctx / "ca-certificates.crt")
-    shutil.copy2(REPO / "layers" / "home" / "bashrc", ctx / "bashrc")
+    shutil.copy2(REPO / "dream" / "presets" / "home" / "bashrc", ctx / "bashrc")
     shutil.copytree(REPO / "recipes" / "gpu-app", ctx / "app",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 

@@ -5,6 +5,7 @@ Tasks (``doit list --all``):
   build:<image>          assemble config + manifest from the layers, tag it in the store
   lock:<image>           resolve outside inputs into recipes/<image>.lock.json
   load:<image>           stream the built image into the Docker engine
+  shell:<image>          a shell in the image on the current directory (dream/shell.py)
   push:<image>           push the built image to registries (image.push or --to)
   pull:<image>           fetch the blobs of the image that only a registry holds
   render:procfile        write a deployment's Procfile and .env (dream/services/tasks.py)
@@ -35,9 +36,11 @@ from dream.oci.image import source_date_epoch, write_image
 from dream.oci.layer import build_layer, tree_size
 from dream.progress import bar
 from dream.recipe.load import load_recipe
+from dream import verbs
 from dream.recipe.model import LayerSpec, Recipe
 from dream.registry.settings import configure
 from dream.services.tasks import service_tasks
+from dream.shell import shell_task
 from dream.store import Descriptor, Store, open_store
 from dream.store.layout import canonical_json, store_path
 
@@ -338,6 +341,7 @@ def dodo_tasks(root: Path | None = None) -> dict[str, Callable[[], Any]]:
                 yield {"name": f"{image.recipe.name}/{job.name}",
                        "doc": f"{job.layer.kind} layer of {image.recipe.name}",
                        "actions": [job.build], "uptodate": [job.uptodate], "verbosity": 2,
+                       "clean": [verbs.clean_action(verbs.clean_layer, job)],
                        "task_dep": [f"layer:{image.recipe.name}/{b.name}" for b in below] if reads else []}
 
     def task_build() -> Any:
@@ -346,6 +350,8 @@ def dodo_tasks(root: Path | None = None) -> dict[str, Callable[[], Any]]:
             name = image.recipe.name
             yield {"name": name, "doc": f"build image {name} into the store",
                    "actions": [image.assemble], "verbosity": 2,
+                   "uptodate": [verbs.image_check(image)],
+                   "clean": [verbs.clean_action(verbs.clean_image, image)],
                    "task_dep": [f"layer:{name}/{job.name}" for job in image.layers]}
 
     def task_lock() -> Any:
@@ -364,7 +370,8 @@ def dodo_tasks(root: Path | None = None) -> dict[str, Callable[[], Any]]:
         for image in jobs:
             name = image.recipe.name
             yield {"name": name, "doc": f"load {name} into the Docker engine",
-                   "actions": [image.load], "task_dep": [f"build:{name}"], "verbosity": 2}
+                   "actions": [image.load], "task_dep": [f"build:{name}"], "verbosity": 2,
+                   "uptodate": [verbs.loaded_check(image)]}
 
     def task_push() -> Any:
         """push an image to registries (image.push, or --to host/repository)"""
@@ -382,7 +389,12 @@ def dodo_tasks(root: Path | None = None) -> dict[str, Callable[[], Any]]:
             yield {"name": name, "doc": f"fetch every blob of {name} into the store",
                    "actions": [image.pull], "task_dep": [f"build:{name}"], "verbosity": 2}
 
-    return {"task_layer": task_layer, "task_build": task_build, "task_lock": task_lock,
+    def task_shell() -> Any:
+        """a shell in an image on the current directory (--cmd CMD runs CMD)"""
+        for image in jobs:
+            yield shell_task(image)
+
+    return {"task_layer": task_layer, "task_shell": task_shell, "task_build": task_build, "task_lock": task_lock,
             "task_load": task_load, "task_push": task_push, "task_pull": task_pull, "task_verify": task_verify, "task_gc": task_gc, **services}
 
 
@@ -401,14 +413,21 @@ def task_verify() -> dict[str, Any]:
 
 
 def task_gc() -> dict[str, Any]:
-    """remove blobs that no tagged image uses"""
+    """remove blobs that no tagged image uses (--cache: also every downloaded wheel and deb)"""
     from dream.store.maintenance import gc
 
-    def run() -> None | TaskFailed:
+    def run(cache: bool) -> None | TaskFailed:
         report = gc(open_store())
         if report.problems:
             return TaskFailed("gc refused, the store is inconsistent: " + "; ".join(report.problems))
         print(f"gc: removed {report.removed} blobs, freed {report.freed:,} bytes")
+        if cache:
+            from dream.debian.apt import cache_dir
+            from dream.download_cache import clear_downloads
+            reclaimed = clear_downloads(cache_dir())
+            print(f"gc: removed {reclaimed.files} downloads from {cache_dir()}, freed {reclaimed.bytes:,} bytes")
         return None
 
-    return {"actions": [run], "verbosity": 2}
+    return {"actions": [run], "verbosity": 2,
+            "params": [{"name": "cache", "long": "cache", "type": bool, "default": False,
+                        "help": "also empty the download cache (wheels, debs); builds fetch again"}]}

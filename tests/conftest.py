@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from dream.presets import PRESET_DIR
+
 REPO = Path(__file__).resolve().parent.parent
 
 # the registry fixtures (anonymous, basic auth over TLS, token auth), shared by every module
@@ -71,11 +73,12 @@ class Project:
 
 def make_project(base: Path, recipes: dict[str, str] | None = None, with_demo: bool = True,
                  with_gpu: bool = False) -> Project:
-    """A project holding dodo.py, the repo's layers/ modules and (by default) the demo recipe;
-    ``with_gpu`` adds the reference GPU recipe, its lock and its app."""
+    """A project holding dodo.py, a copy of the shipped presets as its own layers/ (so a test may
+    edit a module; the project's own modules win over the package's) and (by default) the demo
+    recipe; ``with_gpu`` adds the reference GPU recipe, its lock and its app."""
     base.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "dodo.py", base / "dodo.py")
-    shutil.copytree(REPO / "layers", base / "layers")
+    shutil.copytree(PRESET_DIR, base / "layers", ignore=shutil.ignore_patterns("__init__.py", "__pycache__"))
     (base / "recipes").mkdir()
     if with_demo:
         for name in ("python-app.yaml", "python-app.lock.json"):

@@ -25,7 +25,7 @@ ENV_FILE = ".config/dream/env.sh"
 
 class HomeBuilder:
     kind = "home"
-    version = "1"
+    version = "2"
     needs_lock = False
     reads_lower = True
 
@@ -110,7 +110,9 @@ def _add_accounts(tree: Tree, spec: dict[str, Any], accounts: dict[str, list[lis
     group = [_with_member(entry, user, spec["groups"]) for entry in group]
     if own_group:
         group.append([user, "x", str(gid), ""])
-    shadow = accounts["etc/shadow"] + [[user, "*", "0", "0", "99999", "7", "", "", ""]]
+    # No password ("*": key logins and sudo only) and no aging: a last-change day of 0 would mean
+    # "must change the password now", and `su - dev` as root would fail on it.
+    shadow = accounts["etc/shadow"] + [[user, "*", "", "0", "99999", "7", "", "", ""]]
     gshadow = [_with_member(entry, user, spec["groups"]) for entry in accounts["etc/gshadow"]]
     if own_group and accounts["etc/gshadow"]:
         gshadow.append([user, "!", "", ""])

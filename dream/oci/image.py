@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 from typing import Any
 
@@ -49,14 +50,22 @@ def image_config(image: dict[str, Any], layers: list[tuple[str, str, Descriptor]
     }
 
 
-def write_image(store: Store, image: dict[str, Any],
-                layers: list[tuple[str, str, Descriptor]]) -> Descriptor:
-    """Store config and manifest blobs; return the manifest's descriptor (not yet tagged)."""
-    config = store.put_bytes(canonical_json(image_config(image, layers)), CONFIG_MEDIA_TYPE)
+def image_blobs(image: dict[str, Any], layers: list[tuple[str, str, Descriptor]]) -> tuple[bytes, bytes]:
+    """The config's and the manifest's bytes, written nowhere: what `write_image` stores, so
+    that "is the tagged image the one these layers make?" needs no write (dream/verbs.py)."""
+    config = canonical_json(image_config(image, layers))
     manifest = {
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA_TYPE,
-        "config": config.oci(),
+        "config": Descriptor(CONFIG_MEDIA_TYPE, "sha256:" + hashlib.sha256(config).hexdigest(), len(config)).oci(),
         "layers": [d.oci() for _, _, d in layers],
     }
-    return store.put_bytes(canonical_json(manifest), MANIFEST_MEDIA_TYPE)
+    return config, canonical_json(manifest)
+
+
+def write_image(store: Store, image: dict[str, Any],
+                layers: list[tuple[str, str, Descriptor]]) -> Descriptor:
+    """Store config and manifest blobs; return the manifest's descriptor (not yet tagged)."""
+    config, manifest = image_blobs(image, layers)
+    store.put_bytes(config, CONFIG_MEDIA_TYPE)
+    return store.put_bytes(manifest, MANIFEST_MEDIA_TYPE)

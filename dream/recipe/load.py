@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dream.errors import DreamError, Location, UserErrors
+from dream.presets import PRESET_DIR
 from dream.recipe.merge import Layer, merge
 from dream.recipe.model import LayerSpec, Recipe
 from dream.recipe.schema import LAYER_KINDS, validator
@@ -31,8 +32,12 @@ class _Loader:
         self.included: set[Path] = set()
 
     def display(self, path: Path) -> str:
+        """``path`` relative to the project; a shipped preset outside it (in site-packages)
+        absolute. Either way ``root / display`` is the file again (dotfiles resolve by it)."""
+        if not path.is_absolute() or (path.is_relative_to(PRESET_DIR) and not path.is_relative_to(self.root)):
+            return str(path)
         try:
-            return os.path.relpath(path, self.root) if path.is_absolute() else str(path)
+            return os.path.relpath(path, self.root)
         except ValueError:
             return str(path)
 
@@ -70,14 +75,17 @@ class _Loader:
         return own if merged is None else merge(merged, own)
 
     def resolve_import(self, name: str, importer: Path, where: Location | None) -> Path:
+        """A path (``../x.yaml``) against the importing file; a name in the project's own
+        ``layers/`` first, then among the presets shipped with dream."""
         if "/" in name or name.endswith((".yaml", ".yml")):
-            candidate = (importer.parent / name)
+            candidates = [importer.parent / name]
         else:
-            candidate = self.root / MODULE_DIR / f"{name}.yaml"
-        if not candidate.is_file():
-            raise DreamError(f"import {name!r} not found (looked for {self.display(candidate)})",
-                             where, "imports")
-        return candidate.resolve()
+            candidates = [self.root / MODULE_DIR / f"{name}.yaml", PRESET_DIR / f"{name}.yaml"]
+        for candidate in candidates:
+            if candidate.is_file():
+                return candidate.resolve()
+        looked = " and ".join(self.display(c.resolve()) for c in candidates)
+        raise DreamError(f"import {name!r} not found (looked for {looked})", where, "imports")
 
 
 def load_recipe(path: Path, root: Path | None = None) -> Recipe:
@@ -170,21 +178,41 @@ def _normalize(path: Path, display: str, doc: dict[str, Any], lines: Lines, root
                                for i, item in enumerate(spec["files"])])
         elif kind == "from":
             _check_reference(spec, ("layers", index, "from"), lines, errors)
+        places = {dotted(at[3:]): found for at, found in lines.items()
+                  if len(at) > 3 and at[:3] == ("layers", index, kind)}
         layers.append(LayerSpec(name=layer["name"], kind=kind, spec=spec,
-                                comment=layer.get("comment", ""), location=where))
+                                comment=layer.get("comment", ""), location=where, places=places))
     for index, target in enumerate(image["push"]):
         _check_reference(target, ("image", "push", index), lines, errors)
     if image.get("cache"):
         _check_reference(image["cache"], ("image", "cache"), lines, errors)
     registries = {host: _registry(host, settings, lines, root, errors)
                   for host, settings in doc["registries"].items()}
+    python = _python_target(doc["python"], image["architecture"], lines, errors)
     deployments, problems = normalize_services(doc, image["name"], lines, root)
     errors.extend(problems)
     errors.extend(_check_services_layers(layers, deployments))
     if errors:
         raise UserErrors(_sorted(errors))
     return Recipe(path=path, display=display, name=image["name"], image=image, layers=layers,
-                  python=doc["python"], deployments=deployments, registries=registries)
+                  python=python, deployments=deployments, registries=registries)
+
+
+WHEEL_MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}
+
+
+def _python_target(python: dict[str, Any], architecture: str, lines: Lines,
+                   errors: list[DreamError]) -> dict[str, Any]:
+    """The wheel platform follows ``image.architecture``; a platform of another machine would
+    mix x86_64 wheels into an arm64 image (or the reverse), so it is refused."""
+    machine = WHEEL_MACHINE[architecture]
+    python = dict(python)
+    platform = python.setdefault("platform", f"manylinux_2_36_{machine}")
+    if not platform.endswith("_" + machine):
+        at = ("python", "platform")
+        errors.append(DreamError(f"{platform} is not for image.architecture {architecture} "
+                                 f"(wheels for it end in _{machine})", location_of(lines, at), dotted(at)))
+    return python
 
 
 def _check_reference(text: str, at: PathKey, lines: Lines, errors: list[DreamError]) -> None:

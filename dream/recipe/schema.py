@@ -87,6 +87,10 @@ DEBIAN_LAYER = {
                              "coreutils, …), as debootstrap's minbase does.", True)},
         "recommends": {"type": "boolean", "default": False,
                        **doc("Install recommended packages too.", False)},
+        "suite": {"type": "string", "regex": r"^[a-z]+$",
+                  **doc("Debian suite (`bookworm`, `trixie`): the machine's apt sources with their "
+                         "release's suites renamed to this one (same mirrors and keyrings). "
+                         "Default: the suites the machine's sources name.")},
         "exclude": {"type": "list", "schema": {"type": "string"}, "default": [],
                     **doc("Glob patterns of image paths left out of the layer "
                            "(e.g. `/usr/share/doc/*`), like dpkg's path-exclude.", [])},
@@ -105,6 +109,33 @@ MIN_LAYER_SIZE = {"type": "integer", "min": 0, "default": 16_000_000,
                   **doc("Wheels at least this big (bytes, as downloaded) get a layer of their own.",
                          16_000_000)}
 
+CUDA_FOLLOW = "python"  # `version: python`: take the versions the python layers' requirements pin
+CUDA_VERSION_WORDS = ("must be a CUDA version such as 12, 12.8 or 12.8.1 (12 or newer), "
+                      "or `python` to follow the CUDA that the python layers' requirements pin")
+
+
+def _cuda_version(field: str, value: Any, error: Any) -> None:
+    """The allowed forms in words, never a regex: `12`, `12.8`, `12.8.1` (a prefix of a
+    `cuda-toolkit` release), or the word `python`."""
+    if value == CUDA_FOLLOW:
+        return
+    form = re.fullmatch(r"(\d+)(\.\d+){0,3}", value) if isinstance(value, str) else None
+    if form is None or int(form.group(1)) < 12:
+        error(field, f"{CUDA_VERSION_WORDS} (got \"{value}\")")
+
+
+def _component_version(field: str, value: Any, error: Any) -> None:
+    """A wheel version or a prefix of one (`12.8.4.1`, `9.10`), in words when wrong."""
+    if not (isinstance(value, str) and re.fullmatch(r"\d+(\.\d+)*", value)):
+        error(field, f"must be a wheel version such as 12.8.4.1, or a prefix such as 9.10 (got \"{value}\")")
+
+
+def _version_text(value: Any) -> Any:
+    """``version: 12`` (a YAML integer) means "12"; floats stay and are refused (12.10 would
+    read as 12.1)."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
 CUDA_LAYER = {
     "type": "dict",
     **doc("CUDA libraries from NVIDIA's PyPI wheels (kind `cuda`), installed into the Python "
@@ -113,14 +144,23 @@ CUDA_LAYER = {
            "least `min_layer_size` bytes becomes a layer of its own, `<layer>-<component>`; the "
            "rest, the links and `dream-cuda-env` (the driver finder) form `<layer>`."),
     "schema": {
-        "version": {"type": "string", "required": True, "regex": r"^1[23](\.\d+)?$",
-                    **doc("CUDA version: `12`, `12.9`, `13`, `13.0` … (the newest matching "
-                           "`cuda-toolkit` release is locked).")},
+        "version": {"type": "string", "required": True, "coerce": _version_text,
+                    "check_with": _cuda_version,
+                    **doc("CUDA version: `12`, `12.9` (the newest matching `cuda-toolkit` release), "
+                           "`12.8.1` (that release), or `python`: the CUDA that the requirements of "
+                           "the image's `python` layers above pin (torch, jax …), each component at "
+                           "the framework's own version. Components nobody pins get the toolkit "
+                           "release's pins.")},
         "components": {"type": "list", "required": True, "minlength": 1,
                        "schema": {"type": "string", "coerce": lambda v: "cudart" if v == "runtime" else v,
                                   "allowed": list(CUDA_COMPONENTS)},
                        **doc("Components: " + ", ".join(f"`{c}`" for c in CUDA_COMPONENTS)
                               + " (`runtime` means `cudart`). Their wheel dependencies come too.")},
+        "versions": {"type": "dict", "keysrules": {"type": "string", "allowed": list(CUDA_COMPONENTS)},
+                     "valuesrules": {"type": "string", "check_with": _component_version},
+                     **doc("Per component, the wheel version to lock instead of the toolkit's or the "
+                            "framework's: exact (`cublas: \"12.8.4.1\"`) or a prefix (`cudnn: \"9.10\"`, "
+                            "the newest 9.10 release).")},
         "min_layer_size": MIN_LAYER_SIZE,
     },
 }
@@ -193,9 +233,9 @@ PYTHON = {
         "version": {"type": "string", "regex": r"^3\.\d+$", "default": "3.11",
                     **doc("Interpreter version; a Debian layer must install `python<version>`.", "3.11")},
         "platform": {"type": "string", "regex": r"^manylinux_\d+_\d+_(x86_64|aarch64)$",
-                     "default": "manylinux_2_36_x86_64",
-                     **doc("Wheel platform tag of the image (glibc 2.36 is Debian 12).",
-                            "manylinux_2_36_x86_64")},
+                     **doc("Wheel platform tag of the image (glibc 2.36 is Debian 12, 2.41 Debian "
+                            "13); its machine must be `image.architecture`'s.",
+                            "manylinux_2_36_<machine of image.architecture>")},
         "prefix": {"type": "string", "regex": r"^/.*", "default": "/usr/local",
                    **doc("Install prefix: packages go to `<prefix>/lib/python<version>/dist-packages` "
                           "(on Debian's `sys.path`), console scripts to `<prefix>/bin`.", "/usr/local")},

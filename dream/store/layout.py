@@ -241,9 +241,19 @@ class Store:
         path.parent.mkdir(exist_ok=True)
         self._write_atomic(path, canonical_json(asdict(descriptor)))
 
+    def drop_ref(self, key: str) -> bool:
+        """Forget what ``key`` built (`doit clean`): the next build makes the layer again. The
+        blob stays, for other refs and tags that name it, until `gc`. True if there was a ref."""
+        try:
+            self._ref_path(key).unlink()
+            return True
+        except FileNotFoundError:
+            return False
+
     # -- index ----------------------------------------------------------------------------
     def index(self) -> dict[str, Any]:
-        return json.loads((self.root / "index.json").read_bytes())
+        index: dict[str, Any] = json.loads((self.root / "index.json").read_bytes())
+        return index
 
     def tagged(self, name: str) -> Descriptor | None:
         """The manifest descriptor tagged ``name`` in index.json."""
@@ -262,6 +272,20 @@ class Store:
                                   if m.get("annotations", {}).get(REF_NAME) != name] + [entry]
             index["manifests"].sort(key=lambda m: m.get("annotations", {}).get(REF_NAME, ""))
             self._write_index(index)
+
+    def untag(self, name: str) -> bool:
+        """Remove the image ``name`` from index.json (`doit clean build:name`); True if it was there."""
+        with self.lock("index"):
+            try:
+                index = self.index()
+            except FileNotFoundError:
+                return False
+            kept = [m for m in index["manifests"] if m.get("annotations", {}).get(REF_NAME) != name]
+            if len(kept) == len(index["manifests"]):
+                return False
+            index["manifests"] = kept
+            self._write_index(index)
+            return True
 
     def _write_index(self, index: dict[str, Any]) -> None:
         self._write_atomic(self.root / "index.json", json.dumps(index, indent=2, sort_keys=True).encode() + b"\n")
@@ -288,5 +312,15 @@ def store_path() -> Path:
 
 
 def open_store(root: Path | None = None) -> Store:
-    """The store at ``root`` (default: `store_path`), created if missing."""
-    return Store(root or store_path()).init()
+    """The store at ``root`` (default: `store_path`), created if missing.
+
+    A path that cannot be a store (a file, an unwritable directory) is one line naming the
+    setting, not the traceback of the first mkdir that failed.
+    """
+    from dream.workdirs import check_directory, label
+    path = root or store_path()
+    check_directory("DREAM_STORE", path)
+    try:
+        return Store(path).init()
+    except OSError as exc:
+        raise DreamError(f"{label('DREAM_STORE', path)}: cannot set up the store: {exc.strerror or exc}") from None

@@ -28,8 +28,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Project:
 
 def test_loads_into_docker_and_runs(built: Project) -> None:
     require_docker()
+    subprocess.run(["docker", "rmi", "python-app:latest", "python-app:0.1"], capture_output=True)
     run = built.doit("load:python-app")
     assert "python-app:latest" in run.stdout
+    assert "-- load:python-app" in built.doit("load:python-app").stdout  # the engine has it: up to date
     config = json.loads((built.store / "blobs" / "sha256" / _manifest(built)["config"]["digest"][7:]).read_text())
     image_id = subprocess.run(["docker", "image", "inspect", "-f", "{{.Id}}", "python-app:latest"],
                               capture_output=True, text=True, check=True).stdout.strip()

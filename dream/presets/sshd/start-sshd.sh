@@ -1,8 +1,15 @@
 #!/bin/sh
 # Start sshd in the foreground for dream's supervisor: authorized keys from
-# $SSH_AUTHORIZED_KEYS for $SSH_USER, host keys made once, the privilege-separation directory.
+# $SSH_AUTHORIZED_KEYS for $SSH_USER, host keys made once, the privilege-separation directory,
+# and the container's environment for every session (session-env.py says how and why).
 set -eu
 user="${SSH_USER:-root}"
+runtime=/run/dream-sshd
+if [ "$(id -u)" = 0 ]; then
+  # First, so that `docker exec … su - dev` gets the environment even when sshd does not start.
+  install -d -m 700 "$runtime"
+  python3 "$DREAM_CONFIG_DIR/session-env.py" "$DREAM_CONFIG_DIR/sshd_config" "$runtime/sshd_config"
+fi
 if [ -z "${SSH_AUTHORIZED_KEYS:-}" ]; then
   echo "SSH_AUTHORIZED_KEYS is empty, so nobody could log in: not starting sshd"
   exit 0
@@ -28,4 +35,4 @@ if ! getent passwd sshd >/dev/null; then
 fi
 install -d -m 755 /run/sshd
 echo "sshd for $user on port ${SSH_PORT:-22}"
-exec /usr/sbin/sshd -D -e -f "$DREAM_CONFIG_DIR/sshd_config" -p "${SSH_PORT:-22}"
+exec /usr/sbin/sshd -D -e -f "$runtime/sshd_config" -p "${SSH_PORT:-22}"
