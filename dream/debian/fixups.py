@@ -21,7 +21,7 @@ from dream.debian.unpack import Unpacked
 from dream.errors import DreamError
 from dream.oci.tree import DIR, FILE, HARDLINK, SYMLINK, Tree
 
-FIXUPS_VERSION = "4"
+FIXUPS_VERSION = "5"
 _ALTERNATIVE = re.compile(r"update-alternatives\s+--install\s+(\S+)\s+(\S+)\s+(\S+)\s+(\d+)((?:\s+--slave\s+\S+\s+\S+\s+\S+)*)")
 _SLAVE = re.compile(r"--slave\s+(\S+)\s+(\S+)\s+(\S+)")
 
@@ -30,6 +30,7 @@ def apply_fixups(unpacked: Unpacked, architecture: str) -> None:
     """Run every fix-up in a fixed order (the order is part of the layer's bytes)."""
     tree = unpacked.tree
     accounts(tree)
+    base_files(tree, unpacked.postinst.get("base-files") or "")
     alternatives(tree, unpacked.postinst)
     ca_bundle(tree)
     pam_common(tree)
@@ -56,6 +57,26 @@ def accounts(tree: Tree) -> None:
         else:
             body = b"".join(group + b":*::\n" for group in lines)
         tree.add_bytes(f"etc/{shadow}", body, 0o640, 0, shadow_gid)
+
+
+_FROM_DEFAULT = re.compile(r"^\s*install_from_default\s+(\S+)\s+/(\S+)\s*$", re.M)
+_DIRECTORY = re.compile(r"^\s*install_directory\s+(\S+)\s+([0-7]+)\s+(\S+)\s*$", re.M)
+
+
+def base_files(tree: Tree, postinst: str) -> None:
+    """What base-files' postinst installs on a first configure: /etc/profile (without it a
+    login shell never reads /etc/profile.d), root's dotfiles, /etc/motd, and the top
+    directories (/opt, /srv, /mnt, /var/mail …). Read from the postinst itself, so the list is
+    the suite's own."""
+    for source, target in _FROM_DEFAULT.findall(postinst):
+        default = tree.get(f"usr/share/base-files/{source}")
+        if default is not None and tree.get(target) is None:
+            tree.add_bytes(target, _read(default), default.mode)
+    group = tree.get("etc/group")
+    for path, mode, owner in _DIRECTORY.findall(postinst):
+        if tree.get(path) is None:
+            gid = _group_id(_read(group), owner.encode()) if group is not None and owner != "root" else 0
+            tree.add_dir(path, int(mode, 8), 0, gid)
 
 
 PAM_TYPES = {"auth": "Auth", "account": "Account", "password": "Password", "session": "Session",
