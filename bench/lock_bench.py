@@ -1,7 +1,7 @@
 """Lock benchmark: `doit lock` of a real PyTorch app against downloading its wheels, and against
 a bare resolution.
 
-Run from the repository root:   python bench/lock_bench.py [--quick] [--keep]
+Run from the repository root:   python bench/lock_bench.py [--quick] [--runs 2] [--keep]
 
 Why: a dream lock pins every wheel by file name, size and sha256 and reads each wheel's member
 list by HTTP range reads of the zip's central directory; it downloads no wheel (issue 11). What a
@@ -13,7 +13,9 @@ All three are measured in one run, on this machine, for the same app:
   cuda-12]``, Python 3.11, a ``cuda`` layer ``{version: python, components: [cudart, cublas,
   nvrtc]}`` and a ``python`` layer ``{requirements: [torch==2.8.0]}``. ``doit lock:torch-app``
   with an empty ``DREAM_CACHE`` and an empty uv cache (``UV_CACHE_DIR``), both fresh directories,
-  then again with nothing changed (same caches, the lock on disk).
+  then again with nothing changed (same caches, the lock on disk); ``--runs`` rounds (default 2),
+  each in a fresh project with fresh caches, medians reported. Also ``doit lock:torch-wheels``:
+  the same two wheel layers without the Debian layer, with fresh empty caches of its own.
 - **pip download** (skipped by ``--quick``: about 3.9 GB): ``pip download --no-deps --only-binary
   :all:`` of every wheel the dream lock pinned (``name==version``), for the lock's platform tags
   and Python 3.11, with ``--no-cache-dir``, into a fresh directory; the files are checked
@@ -36,6 +38,7 @@ import json
 import os
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -56,6 +59,22 @@ imports: [debian-python, cuda-12]
 image:
   name: {IMAGE}
   tags: [latest]
+python:
+  version: "{PYTHON}"
+layers:
+  - name: cuda
+    cuda:
+      version: python
+      components: [cudart, cublas, nvrtc]
+  - name: python
+    python:
+      requirements: [{TORCH}]
+"""
+# the same two wheel layers without the Debian layer and its apt lists (where the cold lock's
+# bytes go), to see what locking the wheels alone costs against uv's bare resolution
+WHEELS_ONLY = "torch-wheels"
+WHEELS_RECIPE = f"""image:
+  name: {WHEELS_ONLY}
 python:
   version: "{PYTHON}"
 layers:
@@ -112,12 +131,6 @@ def measured(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None
     return Run(seconds, sum(delta.values()), {n: d for n, d in delta.items() if d}, output, stamps)
 
 
-def layer_times(run: Run) -> str:
-    """When each of the lock's per-layer report lines (``…lock.json: debian: locked (…)``) came out."""
-    return "; ".join(f"{line.split(': ', 1)[1]} at {at:.1f} s" for at, line in run.stamps
-                     if line.startswith(f"{IMAGE}.lock.json: ")) or "no per-layer lines"
-
-
 def tree_bytes(path: Path) -> int:
     """Apparent size of the regular files under ``path`` (0 when it does not exist)."""
     total = 0
@@ -144,19 +157,14 @@ def make_project(root: Path) -> Path:
                     ignore=shutil.ignore_patterns("__init__.py", "__pycache__"))
     (root / "recipes").mkdir()
     (root / "recipes" / f"{IMAGE}.yaml").write_text(RECIPE)
+    (root / "recipes" / f"{WHEELS_ONLY}.yaml").write_text(WHEELS_RECIPE)
     return root
 
 
-def dream_lock(project: Path, cache: Path, uv_cache: Path, store: Path) -> Run:
+def dream_lock(project: Path, cache: Path, uv_cache: Path, store: Path, image: str = IMAGE) -> Run:
     env = {**os.environ, "DREAM_CACHE": str(cache), "UV_CACHE_DIR": str(uv_cache),
            "DREAM_STORE": str(store)}
-    return measured([sys.executable, "-m", "doit", f"lock:{IMAGE}"], cwd=project, env=env)
-
-
-def locked_wheels(lock_path: Path) -> list[dict]:
-    """Every wheel of every layer of the lock (the Debian layer has none), in layer order."""
-    lock = json.loads(lock_path.read_text())
-    return [wheel for entry in lock["layers"].values() for wheel in entry.get("wheels", [])]
+    return measured([sys.executable, "-m", "doit", f"lock:{image}"], cwd=project, env=env)
 
 
 def pip_download(wheels: list[dict], dest: Path, scratch: Path) -> Run:
@@ -222,36 +230,74 @@ def facts() -> list[str]:
             f"Python {sys.version.split()[0]}, pip {pip[1] if len(pip) > 1 else '?'}, {uv}"]
 
 
-def benchmark(root: Path, quick: bool) -> list[str]:
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def spread(runs: list[Run], what: str) -> str:
+    """Every run's figure, for the notes."""
+    if what == "seconds":
+        return ", ".join(secs(r.seconds) for r in runs)
+    return ", ".join(f"{r.rx:,} B" for r in runs)
+
+
+@dataclass
+class Round:
+    """One round: dream's cold lock and re-lock in a fresh project with fresh caches, then uv
+    with a fresh cache, cold and warm."""
+
+    cold: Run
+    again: Run
+    wheels_only: Run               # the cuda + python layers alone, fresh caches
+    uv_cold: Run
+    uv_warm: Run
+    cache: dict[str, int]          # DREAM_CACHE after the cold lock: by top-level entry
+    cache_again: int               # DREAM_CACHE total after the re-lock
+    dream_uv_cache: int            # dream's uv cache after both
+    lock: str                      # the lock file the cold lock wrote
+    lock_same: bool                # the re-lock left it as it was
+    uv_pins: list[str]
+
+
+def one_round(root: Path) -> Round:
     project = make_project(root / "project")
     cache, uv_cache, store = root / "dream-cache", root / "dream-uv-cache", root / "store"
-    say(f"dream: doit lock:{IMAGE}, empty DREAM_CACHE and uv cache …")
+    say(f"  dream: doit lock:{IMAGE}, empty DREAM_CACHE and uv cache …")
     cold = dream_lock(project, cache, uv_cache, store)
     lock_path = project / "recipes" / f"{IMAGE}.lock.json"
-    lock_text = lock_path.read_text()
-    cache_after_cold = {"wheels": tree_bytes(cache / "wheels"), "debs": tree_bytes(cache / "debs"),
-                        "total": tree_bytes(cache)}
-    kinds = [f"{p.name}/ {size(tree_bytes(p))}" for p in sorted(cache.iterdir())] if cache.is_dir() else []
-    say(f"  {secs(cold.seconds)}, {size(cold.rx)} received")
-    say("dream: re-lock, nothing changed …")
+    lock = lock_path.read_text()
+    by_entry = {p.name: tree_bytes(p) for p in sorted(cache.iterdir())} if cache.is_dir() else {}
+    say(f"    {secs(cold.seconds)}, {size(cold.rx)} received")
+    say("  dream: re-lock, nothing changed …")
     again = dream_lock(project, cache, uv_cache, store)
-    say(f"  {secs(again.seconds)}, {size(again.rx)} received")
-    cache_after_again = tree_bytes(cache)
-    lock_same = lock_path.read_text() == lock_text
+    say(f"    {secs(again.seconds)}, {size(again.rx)} received")
+    say(f"  dream: doit lock:{WHEELS_ONLY} (no Debian layer), fresh empty caches …")
+    wheels_only = dream_lock(project, root / "cache-2", root / "uv-cache-2", store, WHEELS_ONLY)
+    say(f"    {secs(wheels_only.seconds)}, {size(wheels_only.rx)} received")
+    say("  uv pip compile, empty uv cache, then warm …")
+    uv_cold = uv_compile(root / "uv", root / "uv-cache")
+    uv_warm = uv_compile(root / "uv", root / "uv-cache")
+    say(f"    {secs(uv_cold.seconds)}, {size(uv_cold.rx)} received; {secs(uv_warm.seconds)}, "
+        f"{size(uv_warm.rx)} received")
+    uv_pins = [line.split()[0] for line in (root / "uv" / "requirements.txt").read_text().splitlines()
+               if "==" in line and not line.lstrip().startswith("#")]
+    return Round(cold, again, wheels_only, uv_cold, uv_warm, by_entry, tree_bytes(cache), tree_bytes(uv_cache), lock,
+                 lock_path.read_text() == lock, uv_pins)
 
-    wheels = locked_wheels(lock_path)
-    pythons = {entry.get("python") for entry in json.loads(lock_text)["layers"].values()} - {None}
+
+def benchmark(root: Path, quick: bool, runs: int) -> list[str]:
+    rounds = []
+    for index in range(runs):
+        say(f"round {index + 1} of {runs}")
+        scratch = root / f"round-{index + 1}"
+        rounds.append(one_round(scratch))
+        shutil.rmtree(scratch, ignore_errors=True)
+    first = rounds[0]
+    lock_json = json.loads(first.lock)
+    wheels = [wheel for entry in lock_json["layers"].values() for wheel in entry.get("wheels", [])]
+    pins = {name: len(entry.get("wheels", entry.get("packages", []))) for name, entry in lock_json["layers"].items()}
     pinned_bytes = sum(int(w.get("size") or 0) for w in wheels)
     biggest = max(wheels, key=lambda w: int(w.get("size") or 0))
-
-    say("uv pip compile, empty uv cache …")
-    uv_cold = uv_compile(root / "uv", root / "uv-cache")
-    say(f"  {secs(uv_cold.seconds)}, {size(uv_cold.rx)} received")
-    say("uv pip compile, warm uv cache …")
-    uv_warm = uv_compile(root / "uv", root / "uv-cache")
-    say(f"  {secs(uv_warm.seconds)}, {size(uv_warm.rx)} received")
-    uv_pins = [line.split()[0] for line in (root / "uv" / "requirements.txt").read_text().splitlines()
-               if "==" in line and not line.startswith("#")]
 
     pip: Run | None = None
     pip_bytes = 0
@@ -268,47 +314,70 @@ def benchmark(root: Path, quick: bool) -> list[str]:
                      f"pip's files differ from the lock's: missing {sorted(set(want) - set(got))}, "
                      f"extra {sorted(set(got) - set(want))}, "
                      f"size differs {sorted(n for n in set(got) & set(want) if got[n] != want[n])}")
+        shutil.rmtree(dest, ignore_errors=True)
 
+    cold_s = median([r.cold.seconds for r in rounds])
+    cold_rx = median([r.cold.rx for r in rounds])
+    again_s = median([r.again.seconds for r in rounds])
+    again_rx = median([r.again.rx for r in rounds])
+    wo_s = median([r.wheels_only.seconds for r in rounds])
+    wo_rx = median([r.wheels_only.rx for r in rounds])
+    uv_cold_s = median([r.uv_cold.seconds for r in rounds])
+    uv_cold_rx = median([r.uv_cold.rx for r in rounds])
+    uv_warm_s = median([r.uv_warm.seconds for r in rounds])
+    uv_warm_rx = median([r.uv_warm.rx for r in rounds])
+    left = max(r.cache.get("wheels", 0) + r.cache.get("debs", 0) for r in rounds)
+    total = median([sum(r.cache.values()) for r in rounds])
+    peer = lambda text: text if pip else "skipped"  # noqa: E731
     rows = [
-        ("cold lock, wall (peer: pip download of the pinned wheels)", secs(cold.seconds),
-         secs(pip.seconds) if pip else "skipped", ratio(pip.seconds if pip else None, cold.seconds)),
-        ("cold lock, bytes received (peer: pip download)", size(cold.rx),
-         size(pip.rx) if pip else "skipped", ratio(pip.rx if pip else None, cold.rx)),
-        ("cold lock, wheels/ + debs/ left in the cache (peer: files downloaded)",
-         size(cache_after_cold["wheels"] + cache_after_cold["debs"]),
-         size(pip_bytes) if pip else "skipped",
-         ratio(pip_bytes if pip else None, cache_after_cold["wheels"] + cache_after_cold["debs"])),
-        ("cold lock, DREAM_CACHE total (peer: files downloaded)", size(cache_after_cold["total"]),
-         size(pip_bytes) if pip else "skipped", ratio(pip_bytes if pip else None, cache_after_cold["total"])),
-        ("cold lock, wall (peer: uv pip compile, empty uv cache)", secs(cold.seconds), secs(uv_cold.seconds),
-         ratio(uv_cold.seconds, cold.seconds)),
-        ("cold lock, bytes received (peer: uv pip compile, empty uv cache)", size(cold.rx), size(uv_cold.rx),
-         ratio(uv_cold.rx, cold.rx)),
-        ("re-lock, nothing changed, wall (peer: uv pip compile, warm uv cache)", secs(again.seconds),
-         secs(uv_warm.seconds), ratio(uv_warm.seconds, again.seconds)),
-        ("re-lock, nothing changed, bytes received (peer: uv, warm cache)", size(again.rx), size(uv_warm.rx),
-         ratio(uv_warm.rx, again.rx)),
+        ("cold lock, wall (peer: pip download of the pinned wheels)", secs(cold_s),
+         peer(pip and secs(pip.seconds)), ratio(pip.seconds if pip else None, cold_s)),
+        ("cold lock, bytes received (peer: pip download)", size(round(cold_rx)),
+         peer(pip and size(pip.rx)), ratio(pip.rx if pip else None, cold_rx)),
+        ("cold lock, bytes left in wheels/ + debs/ (peer: files downloaded)", size(left),
+         peer(size(pip_bytes)), ratio(pip_bytes if pip else None, left)),
+        ("cold lock, DREAM_CACHE total (peer: files downloaded)", size(round(total)),
+         peer(size(pip_bytes)), ratio(pip_bytes if pip else None, total)),
+        ("cold lock, wall (peer: uv pip compile, empty uv cache)", secs(cold_s), secs(uv_cold_s),
+         ratio(uv_cold_s, cold_s)),
+        ("cold lock, bytes received (peer: uv pip compile, empty uv cache)", size(round(cold_rx)),
+         size(round(uv_cold_rx)), ratio(uv_cold_rx, cold_rx)),
+        ("cold lock of the cuda + python layers alone, wall (peer: uv, empty cache)", secs(wo_s),
+         secs(uv_cold_s), ratio(uv_cold_s, wo_s)),
+        ("cold lock of the cuda + python layers alone, bytes received (peer: uv)", size(round(wo_rx)),
+         size(round(uv_cold_rx)), ratio(uv_cold_rx, wo_rx)),
+        ("re-lock, nothing changed, wall (peer: uv pip compile, warm uv cache)", secs(again_s),
+         secs(uv_warm_s), ratio(uv_warm_s, again_s)),
+        ("re-lock, nothing changed, bytes received (peer: uv, warm uv cache)", size(round(again_rx)),
+         size(round(uv_warm_rx)), ratio(uv_warm_rx, again_rx)),
     ]
     lines = [f"**Locking `{IMAGE}`** (`{TORCH}`, CUDA `version: python` [cudart, cublas, nvrtc], "
-             f"Python {PYTHON}; ratio = peer/dream)", "",
+             f"Python {PYTHON}; dream and uv: median of {runs} rounds, pip download: one run; "
+             f"ratio = peer/dream)", "",
              *table(("scenario", "dream", "peer", "ratio"), rows), ""]
-    lines.append(f"- bytes received are /proc/net/dev receive counters, all interfaces but lo, "
-                 f"before/after each command: the whole machine's traffic, not the command's alone")
-    for label, result in (("dream cold lock", cold), ("dream re-lock", again), ("uv cold", uv_cold),
-                          ("uv warm", uv_warm), *((("pip download", pip),) if pip else ())):
-        lines.append(f"- {label}: received by interface {result.rx_by_interface or '{}'}")
-    lines.append(f"- the lock pins {len(wheels)} wheels, {size(pinned_bytes)} by the lock's sizes "
-                 f"(biggest {biggest['filename']}, {size(int(biggest['size']))}); the lock's "
-                 f"Python: {', '.join(sorted(pythons)) or '?'}")
-    lines.append(f"- uv pip compile of {TORCH} alone pins {len(uv_pins)} distributions "
-                 f"(uv cache after it: {size(tree_bytes(root / 'uv-cache'))})")
-    lines.append(f"- dream cold lock, per-layer lines: {layer_times(cold)}; done at {cold.seconds:.1f} s")
-    lines.append(f"- dream re-lock, per-layer lines: {layer_times(again)}; done at {again.seconds:.1f} s")
-    lines.append(f"- DREAM_CACHE after the cold lock: {', '.join(kinds) or 'nothing'}; "
-                 f"wheels/ {size(cache_after_cold['wheels'])}, debs/ {size(cache_after_cold['debs'])}, "
-                 f"total {size(cache_after_cold['total'])}; after the re-lock {size(cache_after_again)}; "
-                 f"dream's uv cache after both: {size(tree_bytes(uv_cache))}")
-    lines.append(f"- the re-lock {'left the lock file byte for byte as it was' if lock_same else 'CHANGED the lock file'}")
+    lines.append("- bytes received: /proc/net/dev receive counters of every interface but lo, before and "
+                 "after each command; this counts the whole machine's traffic, not the command's alone")
+    lines.append(f"- every round: dream cold lock {spread([r.cold for r in rounds], 'seconds')} / "
+                 f"{spread([r.cold for r in rounds], 'rx')}; re-lock {spread([r.again for r in rounds], 'seconds')} / "
+                 f"{spread([r.again for r in rounds], 'rx')}; cuda + python alone "
+                 f"{spread([r.wheels_only for r in rounds], 'seconds')} / {spread([r.wheels_only for r in rounds], 'rx')}; uv cold {spread([r.uv_cold for r in rounds], 'seconds')} / "
+                 f"{spread([r.uv_cold for r in rounds], 'rx')}; uv warm {spread([r.uv_warm for r in rounds], 'seconds')} / "
+                 f"{spread([r.uv_warm for r in rounds], 'rx')}")
+    interfaces = sorted({n for r in rounds for run in (r.cold, r.again, r.wheels_only, r.uv_cold, r.uv_warm)
+                         for n in run.rx_by_interface} | set(pip.rx_by_interface if pip else ()))
+    lines.append(f"- interfaces that received anything during the commands: {', '.join(interfaces) or 'none'}")
+    lines.append(f"- the lock pins {', '.join(f'{name} {count}' for name, count in pins.items())}; its "
+                 f"{len(wheels)} wheels are {size(pinned_bytes)} by the lock's sizes (biggest "
+                 f"{biggest['filename']}, {size(int(biggest['size']))})")
+    lines.append(f"- DREAM_CACHE after the cold lock (round 1): "
+                 f"{', '.join(f'{k}/ {size(v)}' for k, v in first.cache.items()) or 'empty'}; "
+                 f"after the re-lock {size(first.cache_again)}; dream's uv cache after both "
+                 f"{size(first.dream_uv_cache)}")
+    lines.append(f"- uv pip compile of {TORCH} alone pins {len(first.uv_pins)} distributions "
+                 f"(the dream lock: {len(wheels)} wheels in its cuda and python layers)")
+    same_lock = all(r.lock == first.lock for r in rounds)
+    lines.append(f"- the re-lock left the lock file as it was: {all(r.lock_same for r in rounds)}; "
+                 f"every round's cold lock wrote the same lock: {same_lock}")
     if quick:
         lines.append("- --quick: the pip download peer was skipped")
     lines.extend(f"- {note}" for note in notes)
@@ -318,6 +387,7 @@ def benchmark(root: Path, quick: bool) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the pip download peer (about 3.9 GB)")
+    parser.add_argument("--runs", type=int, default=2, help="rounds of dream and uv (default 2)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     args = parser.parse_args()
 
@@ -328,7 +398,7 @@ def main() -> int:
     info = facts()
     say("\n".join(info) + f"\nscratch: {root}\n")
     try:
-        lines = benchmark(root, args.quick)
+        lines = benchmark(root, args.quick, max(1, args.runs))
     finally:
         if args.keep:
             say(f"\nkept {root}")

@@ -14,6 +14,7 @@ from dream.errors import DreamError, Location, UserErrors
 from dream.presets import PRESET_DIR
 from dream.recipe.merge import Layer, merge
 from dream.recipe.model import LayerSpec, Recipe
+from dream.recipe.rules import FORMS
 from dream.recipe.schema import LAYER_KINDS, validator
 from dream.registry.settings import HostSettings
 from dream.registry.reference import parse_reference
@@ -136,7 +137,8 @@ def _friendly(message: str, path: PathKey) -> str:
     if path[-1] == "mode" and message == "must be of string type":
         return 'write modes as quoted octal strings, e.g. "0644"'
     if message.startswith("value does not match regex"):
-        return "has the wrong form (" + message.removeprefix("value does not match regex ") + ")"
+        pattern = message.removeprefix("value does not match regex ").strip("'")
+        return f"must be {FORMS[pattern]}" if pattern in FORMS else "has the wrong form"
     return _FRIENDLY.get(message, message)
 
 

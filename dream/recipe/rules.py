@@ -5,9 +5,21 @@ from __future__ import annotations
 
 from typing import Any
 
-ENV_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
-MODE_RE = r"^0?[0-7]{3,4}$"
-SIGNAL_RE = r"^(SIG[A-Z0-9+-]+|\d+)$"
+FORMS: dict[str, str] = {}
+
+
+def form(regex: str, words: str) -> str:
+    """A schema pattern with the words an error shows instead of it (``FORMS``): a user is
+    told "must be an absolute path", never a regular expression."""
+    FORMS[regex] = words
+    return regex
+
+
+ENV_NAME_RE = form(r"^[A-Za-z_][A-Za-z0-9_]*$", "a variable name: letters, digits and _, not starting with a digit")
+MODE_RE = form(r"^0?[0-7]{3,4}$", 'an octal mode such as "0644" or "0755"')
+SIGNAL_RE = form(r"^(SIG[A-Z0-9+-]+|\d+)$", "a signal name such as SIGTERM, or its number")
+ABSOLUTE = form(r"^/.*", "an absolute path (starting with /)")
+RELATIVE = form(r"^[^/].*", "a relative path (not starting with /)")
 
 
 def doc(text: str, default: Any = None) -> dict[str, Any]:

@@ -16,17 +16,20 @@ from typing import Any
 
 import cerberus
 
-from dream.recipe.rules import ENV_NAME_RE, MODE_RE, SIGNAL_RE, doc, to_text
+from dream.recipe.rules import ABSOLUTE, ENV_NAME_RE, MODE_RE, RELATIVE, SIGNAL_RE, doc, form, to_text
 from dream.registry.reference import REFERENCE_PATTERN
+
+form(REFERENCE_PATTERN, "a reference such as host/repository or host/repository:tag")
 from dream.services.schema import DEPLOYMENTS, SERVICES, SERVICES_LAYER
 
-NAME_RE = r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$"
-LAYER_NAME_RE = r"^[a-z0-9][a-z0-9._-]*$"
-TAG_RE = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
-OWNER_RE = r"^\d+:\d+$"
-PORT_RE = r"^\d{1,5}(/(tcp|udp|sctp))?$"
+NAME_RE = form(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$",
+               "an image name: lowercase letters, digits and . _ - between them, parts joined by /")
+LAYER_NAME_RE = form(r"^[a-z0-9][a-z0-9._-]*$", "a layer name: lowercase letters, digits, . _ -, starting with a letter or digit")
+TAG_RE = form(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", "a tag: up to 128 letters, digits, _ . -, not starting with . or -")
+OWNER_RE = form(r"^\d+:\d+$", "numeric uid:gid such as 1000:1000")
+PORT_RE = form(r"^\d{1,5}(/(tcp|udp|sctp))?$", "a port such as 8080, 8080/tcp or 53/udp")
 LAYER_KINDS = ("files", "debian", "cuda", "python", "home", "services", "from")
-USER_RE = r"^[a-z_][a-z0-9_-]{0,31}$"
+USER_RE = form(r"^[a-z_][a-z0-9_-]{0,31}$", "a login name: up to 32 lowercase letters, digits, _ -, starting with a letter or _")
 
 
 def split_command(value: Any) -> Any:
@@ -52,7 +55,7 @@ FILE_ENTRY = {
     "type": "dict",
     "exactly_one_of": ["src", "content", "symlink", "directory"],
     "schema": {
-        "dest": {"type": "string", "required": True, "regex": r"^/.*",
+        "dest": {"type": "string", "required": True, "regex": ABSOLUTE,
                  **doc("Absolute path in the image. For `src` directories, the directory's "
                         "contents go below it.")},
         "src": {"type": "string", "empty": False,
@@ -80,14 +83,14 @@ DEBIAN_LAYER = {
            "apt sources and pinned in the lock."),
     "schema": {
         "packages": {"type": "list", "required": True, "minlength": 1,
-                     "schema": {"type": "string", "regex": r"^[a-z0-9][a-z0-9+.-]+$"},
+                     "schema": {"type": "string", "regex": form(r"^[a-z0-9][a-z0-9+.-]+$", "a Debian package name (lowercase letters, digits, + . -)")},
                      **doc("Package names; their dependencies are added by apt's resolver.")},
         "essential": {"type": "boolean", "default": True,
                       **doc("Also install every `Essential: yes` package (a working `sh`, "
                              "coreutils, …), as debootstrap's minbase does.", True)},
         "recommends": {"type": "boolean", "default": False,
                        **doc("Install recommended packages too.", False)},
-        "suite": {"type": "string", "regex": r"^[a-z]+$",
+        "suite": {"type": "string", "regex": form(r"^[a-z]+$", "a Debian suite codename such as bookworm or trixie"),
                   **doc("Debian suite (`bookworm`, `trixie`): the machine's apt sources with their "
                          "release's suites renamed to this one (same mirrors and keyrings). "
                          "Default: the suites the machine's sources name.")},
@@ -184,7 +187,7 @@ HOME_FILE = {
     "type": "dict",
     "exactly_one_of": ["src", "content"],
     "schema": {
-        "path": {"type": "string", "required": True, "regex": r"^[^/].*",
+        "path": {"type": "string", "required": True, "regex": RELATIVE,
                  **doc("Path relative to the home directory, e.g. `.bashrc`.")},
         "src": {"type": "string", "empty": False,
                 **doc("A host file, relative to the YAML file that names it.")},
@@ -205,9 +208,9 @@ HOME_LAYER = {
                 **doc("User id.", 1000)},
         "gid": {"type": "integer", "min": 1, "max": 2**31 - 1,
                 **doc("Primary group id; a group named like the user is made. Default: the uid.")},
-        "shell": {"type": "string", "regex": r"^/.*", "default": "/bin/bash",
+        "shell": {"type": "string", "regex": ABSOLUTE, "default": "/bin/bash",
                   **doc("Login shell.", "/bin/bash")},
-        "home": {"type": "string", "regex": r"^/.*", **doc("Home directory. Default: `/home/<user>`.")},
+        "home": {"type": "string", "regex": ABSOLUTE, **doc("Home directory. Default: `/home/<user>`.")},
         "groups": {"type": "list", "default": [], "schema": {"type": "string", "regex": USER_RE},
                    **doc("Supplementary groups; each must exist in the base system "
                           "(e.g. `sudo`, `video`).", [])},
@@ -230,13 +233,13 @@ PYTHON = {
     **doc("The image's Python interpreter, for which `python` and `cuda` layers resolve and "
            "install wheels."),
     "schema": {
-        "version": {"type": "string", "regex": r"^3\.\d+$", "default": "3.11",
+        "version": {"type": "string", "regex": form(r"^3\.\d+$", "a Python version such as 3.11 or 3.13"), "default": "3.11",
                     **doc("Interpreter version; a Debian layer must install `python<version>`.", "3.11")},
-        "platform": {"type": "string", "regex": r"^manylinux_\d+_\d+_(x86_64|aarch64)$",
+        "platform": {"type": "string", "regex": form(r"^manylinux_\d+_\d+_(x86_64|aarch64)$", "a manylinux tag such as manylinux_2_36_x86_64 or manylinux_2_36_aarch64"),
                      **doc("Wheel platform tag of the image (glibc 2.36 is Debian 12, 2.41 Debian "
                             "13); its machine must be `image.architecture`'s.",
                             "manylinux_2_36_<machine of image.architecture>")},
-        "prefix": {"type": "string", "regex": r"^/.*", "default": "/usr/local",
+        "prefix": {"type": "string", "regex": ABSOLUTE, "default": "/usr/local",
                    **doc("Install prefix: packages go to `<prefix>/lib/python<version>/dist-packages` "
                           "(on Debian's `sys.path`), console scripts to `<prefix>/bin`.", "/usr/local")},
     },
@@ -285,12 +288,12 @@ IMAGE = {
                   "schema": {"type": "string", "coerce": to_port, "regex": PORT_RE},
                   **doc("Exposed ports, `8080` or `8080/udp`.", [])},
         "user": {"type": "string", "empty": False, **doc("`user`, `uid` or `uid:gid` the processes run as.")},
-        "workdir": {"type": "string", "regex": r"^/.*", **doc("Working directory (absolute).")},
+        "workdir": {"type": "string", "regex": ABSOLUTE, **doc("Working directory (absolute).")},
         "entrypoint": _command("Entrypoint argv; a string is split with shell quoting rules."),
         "cmd": _command("Default arguments (argv); a string is split with shell quoting rules."),
         "stop_signal": {"type": "string", "regex": SIGNAL_RE, **doc("Signal that stops the container, e.g. `SIGINT`.")},
         "created": {"type": "string",
-                    "regex": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$",
+                    "regex": form(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$", "an RFC 3339 UTC time such as 2026-01-31T12:00:00Z"),
                     **doc("Creation time written into the config (RFC 3339, UTC). Default: "
                            "`SOURCE_DATE_EPOCH`, or 1970-01-01T00:00:00Z, so builds are reproducible.")},
         "architecture": {"type": "string", "allowed": ["amd64", "arm64"], "default": "amd64",
@@ -310,8 +313,9 @@ IMAGE = {
 
 RECIPE = {
     "imports": {"type": "list", "default": [], "schema": {"type": "string", "empty": False},
-                **doc("Modules merged into this file: a name (`debian-base` → "
-                       "`layers/debian-base.yaml`) or a path relative to this file.", [])},
+                **doc("Modules merged into this file: a name (`sshd` → the project's "
+                       "`layers/sshd.yaml`, else dream's `sshd` preset) or a path relative to "
+                       "this file.", [])},
     "image": IMAGE,
     "python": PYTHON,
     "layers": {"type": "list", "default": [], "schema": LAYER,
@@ -321,7 +325,7 @@ RECIPE = {
     "services": SERVICES,
     "deployments": DEPLOYMENTS,
     "registries": {
-        "type": "dict", "default": {}, "keysrules": {"type": "string", "regex": r"^[^\s/]+$"},
+        "type": "dict", "default": {}, "keysrules": {"type": "string", "regex": form(r"^[^\s/]+$", "a registry host such as 127.0.0.1:5000 (no spaces or /)")},
         "valuesrules": {"type": "dict", "schema": {
             "plain_http": {"type": "boolean", **doc("Speak plain http to this registry (only "
                                                       "loopback registries may do so unasked).")},

@@ -11,9 +11,9 @@ import re
 import shlex
 from typing import Any
 
-from dream.recipe.rules import ENV_NAME_RE, MODE_RE, SIGNAL_RE, doc, to_text
+from dream.recipe.rules import ABSOLUTE, ENV_NAME_RE, MODE_RE, RELATIVE, SIGNAL_RE, doc, form, to_text
 
-SERVICE_NAME_RE = r"^[a-z0-9][a-z0-9_-]*$"
+SERVICE_NAME_RE = form(r"^[a-z0-9][a-z0-9_-]*$", "a name of lowercase letters, digits, _ -, starting with a letter or digit")
 CONDITIONS = ("started", "healthy", "completed_successfully")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -74,7 +74,7 @@ PROBE = {
                  "schema": {
                      "port": {"type": "integer", "min": 1, "max": 65535,
                               **doc("Port; default: the instance's `PORT`.")},
-                     "path": {"type": "string", "regex": r"^/.*", "default": "/", **doc("Path.", "/")},
+                     "path": {"type": "string", "regex": ABSOLUTE, "default": "/", **doc("Path.", "/")},
                      "host": {"type": "string", "default": "127.0.0.1", **doc("Host.", "127.0.0.1")},
                      "scheme": {"type": "string", "allowed": ["http", "https"], "default": "http",
                                 **doc("Scheme.", "http")}}},
@@ -113,7 +113,7 @@ CONFIG_FILE = {
     "type": "dict",
     "exactly_one_of": ["src", "content"],
     "schema": {
-        "path": {"type": "string", "required": True, "regex": r"^[^/].*",
+        "path": {"type": "string", "required": True, "regex": RELATIVE,
                  **doc("Path below the service's config directory, which the process finds in "
                         "`$DREAM_CONFIG_DIR` (also `$XDG_CONFIG_HOME`).")},
         "src": {"type": "string", "empty": False,

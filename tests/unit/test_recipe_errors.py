@@ -28,11 +28,11 @@ CASES = [
     ("mode-as-int", "layers:\n  - name: l\n    files:\n      - {dest: /a, content: x, mode: 644}\n", {},
      "bad.yaml:4: layers[0].files[0].mode", 'quoted octal strings'),
     ("relative-dest", "layers:\n  - name: l\n    files:\n      - {dest: a, content: x}\n", {},
-     "bad.yaml:4: layers[0].files[0].dest", "wrong form"),
+     "bad.yaml:4: layers[0].files[0].dest", "must be an absolute path (starting with /)"),
     ("missing-src", "layers:\n  - name: l\n    files:\n      - {dest: /a, src: nothing-here}\n", {},
      "bad.yaml:4: layers[0].files[0].src", "no such file or directory: nothing-here"),
     ("duplicate-key", "image:\n  name: a\n  name: b\n", {}, "bad.yaml:3: image", "duplicate key 'name'"),
-    ("bad-port", "image:\n  ports: [http]\n", {}, "bad.yaml:2: image.ports[0]", "wrong form"),
+    ("bad-port", "image:\n  ports: [http]\n", {}, "bad.yaml:2: image.ports[0]", "must be a port such as 8080, 8080/tcp or 53/udp"),
     ("duplicate-layer", "layers:\n  - {name: l, files: [{dest: /a, content: x}]}\n  - {name: l, files: [{dest: /b, content: y}]}\n",
      {}, "bad.yaml:3: layers[1].name", "used twice"),
     ("cuda-version", "layers:\n  - name: c\n    cuda: {version: '11.8', components: [cudart]}\n",
@@ -40,7 +40,9 @@ CASES = [
     ("cuda-component", "layers:\n  - name: c\n    cuda:\n      version: '12'\n      components: [cudart, tensorrt]\n",
      {}, "bad.yaml:5: layers[0].cuda.components[1]", "unallowed value tensorrt"),
     ("home-user", "layers:\n  - name: h\n    home:\n      user: Dev\n",
-     {}, "bad.yaml:4: layers[0].home.user", "wrong form"),
+     {}, "bad.yaml:4: layers[0].home.user", "must be a login name: up to 32 lowercase letters"),
+    ("bad-suite", "layers:\n  - name: d\n    debian: {packages: [bash], suite: Trixie}\n",
+     {}, "bad.yaml:3: layers[0].debian.suite", "must be a Debian suite codename such as bookworm or trixie"),
     ("python-requirements", "layers:\n  - name: p\n    python: {requirements: []}\n",
      {}, "bad.yaml:3: layers[0].python.requirements", "min length is 1"),
 ]
@@ -92,3 +94,20 @@ def test_doit_prints_no_traceback(tmp_path: Path, case: tuple) -> None:  # type:
     assert len(lines) == 1, lines
     assert lines[0].startswith("recipes/" + where), lines[0]
     assert message.replace("parts/", "recipes/parts/") in lines[0]
+
+
+def _patterns(schema: object) -> set[str]:
+    if isinstance(schema, dict):
+        found = {schema["regex"]} if isinstance(schema.get("regex"), str) else set()
+        return found.union(*(_patterns(value) for value in schema.values()))
+    if isinstance(schema, (list, tuple)):
+        return set().union(*(_patterns(value) for value in schema))
+    return set()
+
+
+def test_every_pattern_of_both_schemas_has_words() -> None:
+    from dream.recipe.rules import FORMS
+    from dream.recipe.schema import RECIPE
+    patterns = _patterns(RECIPE)
+    assert len(patterns) > 15  # the walk reaches the nested schemas (services included)
+    assert sorted(p for p in patterns if p not in FORMS) == []

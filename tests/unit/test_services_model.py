@@ -71,7 +71,7 @@ CASES = [
      "recipes/bad.yaml:4: services.a.readiness", ""),
     ("bad-service-name",
      "services:\n  Web:\n    command: x\n",
-     "recipes/bad.yaml:2: services.Web", "has the wrong form"),
+     "recipes/bad.yaml:2: services.Web", "must be a name of lowercase letters, digits, _ -"),
     ("config-file-missing-src",
      "services:\n  a:\n    command: x\n    config_files:\n      - {path: a.conf, src: nothing-here.conf}\n",
      "recipes/bad.yaml:5: services.a.config_files[0].src", "cannot read"),
