@@ -44,20 +44,27 @@ class PythonTarget:
         return {"purelib": self.site, "platlib": self.site, "scripts": f"{self.prefix}/bin",
                 "data": self.prefix, "headers": f"{self.prefix}/include/python{self.version}"}
 
+    def glibc_and_machine(self) -> tuple[int, str]:
+        """``manylinux_2_36_x86_64`` → (36, "x86_64"); the schema admits no other form."""
+        found = re.fullmatch(r"manylinux_2_(\d+)_(x86_64|aarch64)", self.platform)
+        if found is None:
+            raise ValueError(f"not a manylinux_2_<glibc>_<machine> tag: {self.platform}")
+        return int(found.group(1)), found.group(2)
+
     def uv_platform(self) -> str:
         """``manylinux_2_36_x86_64`` → ``x86_64-manylinux_2_36`` (uv's spelling). uv names
         glibc versions up to ``UV_NEWEST_GLIBC`` only; a newer image (Debian 13: 2.41) resolves
         as that one, which every wheel built for an older glibc still fits."""
-        minor, machine = re.fullmatch(r"manylinux_2_(\d+)_(x86_64|aarch64)", self.platform).groups()
-        return f"{machine}-manylinux_2_{min(int(minor), UV_NEWEST_GLIBC)}"
+        minor, machine = self.glibc_and_machine()
+        return f"{machine}-manylinux_2_{min(minor, UV_NEWEST_GLIBC)}"
 
     def platforms(self) -> list[str]:
         """Every platform tag the image accepts, newest first: pip does not expand
         ``manylinux_2_36`` to the older glibc versions (and their legacy aliases) itself."""
-        tag, machine = re.fullmatch(r"manylinux_2_(\d+)_(x86_64|aarch64)", self.platform).groups()
+        newest, machine = self.glibc_and_machine()
         legacy = {17: "manylinux2014", 12: "manylinux2010", 5: "manylinux1"}
         tags = []
-        for minor in range(int(tag), 4, -1):
+        for minor in range(newest, 4, -1):
             tags.append(f"manylinux_2_{minor}_{machine}")
             if minor in legacy and (machine == "x86_64" or minor == 17):
                 tags.append(f"{legacy[minor]}_{machine}")

@@ -235,7 +235,7 @@ PYTHON = {
     "schema": {
         "version": {"type": "string", "regex": form(r"^3\.\d+$", "a Python version such as 3.11 or 3.13"), "default": "3.11",
                     **doc("Interpreter version; a Debian layer must install `python<version>`.", "3.11")},
-        "platform": {"type": "string", "regex": form(r"^manylinux_\d+_\d+_(x86_64|aarch64)$", "a manylinux tag such as manylinux_2_36_x86_64 or manylinux_2_36_aarch64"),
+        "platform": {"type": "string", "regex": form(r"^manylinux_2_\d+_(x86_64|aarch64)$", "a manylinux tag such as manylinux_2_36_x86_64 or manylinux_2_36_aarch64"),
                      **doc("Wheel platform tag of the image (glibc 2.36 is Debian 12, 2.41 Debian "
                             "13); its machine must be `image.architecture`'s.",
                             "manylinux_2_36_<machine of image.architecture>")},

@@ -153,7 +153,8 @@ def _service(tmp_path: Path, extra: dict) -> dict:  # type: ignore[type-arg]
 
 
 def _run_line(line: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k not in ("HONCHO_PROCESS_NAME", "PS")}
+    base = {k: v for k, v in os.environ.items()  # the caller's DREAM_STORE/CACHE are not the service's
+            if k not in ("HONCHO_PROCESS_NAME", "PS") and not k.startswith("DREAM_")}
     return subprocess.run(["/bin/sh", "-c", line], capture_output=True, text=True, cwd=cwd,
                           env={**base, **env}, timeout=10, check=False)
 
