@@ -12,36 +12,74 @@ A download runs in a ``download-*`` scratch directory next to its destination an
 into place only when verified; the downloader's own temporary files (``TMPDIR``) are inside it
 too. Ctrl-C removes the scratch directory on the way out. A process killed outright leaves it
 (its downloader dies with it, `die_with_parent`), and the next download in that directory
-removes scratch directories older than `STALE_AFTER` (younger ones may belong to a download
-running right now).
+removes every scratch directory that no running download holds (`download_scratch`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import fcntl
 import os
 import shutil
 import signal
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 DOWNLOADS = ("wheels", "debs")
-STALE_AFTER = 3600.0  # seconds; longer than any one download run
+STALE_AFTER = 3600.0  # seconds: a scratch directory without an in-use mark is stale after this
+IN_USE = ".in-use"
 
 
-def sweep_stale_downloads(directory: Path, older_than: float = STALE_AFTER) -> int:
-    """Remove ``download-*`` scratch directories in ``directory`` untouched for ``older_than``
-    seconds (left by a killed download); the number removed."""
-    removed = 0
-    deadline = time.time() - older_than
-    for scratch in directory.glob("download-*"):
+@contextlib.contextmanager
+def download_scratch(directory: Path) -> Iterator[Path]:
+    """A ``download-*`` scratch directory in ``directory`` for one download run, marked in use
+    by an ``flock`` on its ``.in-use`` file for as long as the run lasts (the kernel drops it
+    when the process dies), so that neither a sweep nor ``gc --cache`` takes it from under a
+    running download. Stale scratch directories are swept first."""
+    directory.mkdir(parents=True, exist_ok=True)
+    sweep_stale_downloads(directory)
+    with tempfile.TemporaryDirectory(dir=directory, prefix="download-") as scratch:
+        fd = os.open(Path(scratch) / IN_USE, os.O_CREAT | os.O_RDWR, 0o600)
         try:
-            if scratch.is_dir() and scratch.stat().st_mtime < deadline:
-                shutil.rmtree(scratch, ignore_errors=True)
-                removed += 1
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield Path(scratch)
+        finally:
+            os.close(fd)
+
+
+def _in_use(scratch: Path) -> bool:
+    """Whether a live download holds ``scratch``; one without a mark yet counts as in use while
+    younger than `STALE_AFTER` (it may be between its creation and its lock)."""
+    try:
+        fd = os.open(scratch / IN_USE, os.O_RDWR)
+    except FileNotFoundError:
+        try:
+            return scratch.stat().st_mtime > time.time() - STALE_AFTER
         except OSError:
-            continue  # removed by a concurrent sweep
+            return True
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def sweep_stale_downloads(directory: Path) -> int:
+    """Remove the ``download-*`` scratch directories in ``directory`` that no live download
+    holds (left by a killed one); the number removed."""
+    removed = 0
+    for scratch in directory.glob("download-*"):
+        if scratch.is_dir() and not _in_use(scratch):
+            shutil.rmtree(scratch, ignore_errors=True)
+            removed += 1
     return removed
 
 
@@ -52,28 +90,34 @@ class Reclaimed:
 
 
 def clear_downloads(root: Path) -> Reclaimed:
-    """Delete every downloaded wheel and deb (and any scratch directory) under ``root``.
+    """Delete every downloaded wheel and deb under ``root``, and every scratch directory no
+    live download holds.
 
-    Each top directory is first renamed aside, so a concurrent build sees either the old
-    directory or none, never a half-deleted file it takes for a cached one."""
+    Each entry is first renamed aside, so a concurrent build sees a cached file whole or not
+    at all (and downloads it again); a download in progress keeps its scratch directory."""
     files = size = 0
+    trash = root / f".deleting-{os.getpid()}"
     for name in DOWNLOADS:
         directory = root / name
         if not directory.is_dir():
             continue
-        aside = root / f".{name}-deleting-{os.getpid()}"
-        try:
-            directory.rename(aside)
-        except OSError:
-            continue
-        for path in aside.rglob("*"):
-            try:
-                if path.is_file() and not path.is_symlink():
-                    files += 1
-                    size += path.stat().st_size
-            except OSError:
+        for entry in list(directory.iterdir()):
+            if entry.name.startswith("download-") and _in_use(entry):
                 continue
-        shutil.rmtree(aside, ignore_errors=True)
+            trash.mkdir(exist_ok=True)
+            aside = trash / f"{name}-{entry.name}"
+            try:
+                entry.rename(aside)
+            except OSError:
+                continue  # removed meanwhile
+            for path in [aside, *aside.rglob("*")] if aside.is_dir() else [aside]:
+                try:
+                    if path.is_file() and not path.is_symlink() and path.name != IN_USE:
+                        files += 1
+                        size += path.stat().st_size
+                except OSError:
+                    continue
+    shutil.rmtree(trash, ignore_errors=True)
     return Reclaimed(files, size)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from dream.builders import BUILDERS
 from dream.errors import DreamError, Location
 from dream.python.resolve import normalize
-from dream.recipe.model import Recipe
+from dream.recipe.model import LayerSpec, Recipe
 from dream.store.layout import canonical_json
 
 LOCK_VERSION = 1
@@ -62,20 +62,32 @@ def locked_inputs(recipe: Recipe, layer_name: str, entries: dict[str, Any]) -> A
 class Upgrade:
     """What `doit lock` may move: nothing that still fits (the default, as in cargo and uv),
     everything (``--upgrade``), or the named packages, distributions or layers
-    (``--upgrade-package NAME``, repeatable)."""
+    (``--upgrade-package NAME``, repeatable). Debian packages and layers match as written
+    (``python3.11``); Python distributions by their normalized name (``Rich`` → ``rich``)."""
 
     everything: bool = False
     names: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, everything: bool, names: list[str]) -> Upgrade:
-        return cls(everything, frozenset(normalize(n) for n in names))
+        return cls(everything, frozenset(names))
+
+    @property
+    def distributions(self) -> frozenset[str]:
+        return frozenset(normalize(n) for n in self.names)
+
+    def moves(self, layer: str, entry: dict[str, Any]) -> bool:
+        """Whether this upgrade names the layer or one of the entry's pins."""
+        return (layer in self.names or bool(_debian_names(entry) & self.names)
+                or bool(_wheel_names(entry) & self.distributions))
 
 
-def pinned_names(entry: dict[str, Any]) -> set[str]:
-    """The Debian packages and Python distributions a lock entry pins."""
-    return ({p["name"] for p in entry.get("packages", [])}
-            | {normalize(w["name"]) for w in entry.get("wheels", [])})
+def _debian_names(entry: dict[str, Any]) -> set[str]:
+    return {p["name"] for p in entry.get("packages", [])}
+
+
+def _wheel_names(entry: dict[str, Any]) -> set[str]:
+    return {normalize(w["name"]) for w in entry.get("wheels", [])}
 
 
 def write_lock(recipe: Recipe, upgrade: Upgrade = Upgrade()) -> list[str]:
@@ -83,29 +95,37 @@ def write_lock(recipe: Recipe, upgrade: Upgrade = Upgrade()) -> list[str]:
 
     A layer whose settings are those it was locked with keeps its entry as it is (checked to
     be still buildable); a changed layer is resolved afresh, preferring the previous pins.
-    Returns one line per locked layer saying what moved.
+    Layers whose wheels constrain each other (``cuda`` and ``python``: the python layers
+    resolve against the CUDA pins, a CUDA layer may follow the python requirements) are
+    resolved together: when one of them is, all are, so that none is kept on top of pins
+    that moved. Returns one line per locked layer saying what moved.
     """
     current = _previous(recipe)
     previous = {} if upgrade.everything else current
     _check_names(recipe, upgrade, current)
-    preferred = {name: _without(entry, upgrade.names) for name, entry in previous.items()
+    preferred = {name: _without(entry, upgrade) for name, entry in previous.items()
                  if name not in upgrade.names}
+    lockable = [layer for layer in recipe.layers if BUILDERS[layer.kind].needs_lock]
+    settings = {layer.name: settings_hash(BUILDERS[layer.kind].lock_inputs(layer, recipe)) for layer in lockable}
+
+    def kept(layer: LayerSpec) -> bool:
+        old = previous.get(layer.name)
+        return old is not None and old.get("settings") == settings[layer.name] and not upgrade.moves(layer.name, old)
+
+    together = [layer for layer in lockable if getattr(BUILDERS[layer.kind], "resolves_together", False)]
+    relock_all = any(not kept(layer) for layer in together)
     layers: dict[str, Any] = {}
     report = []
-    for layer in recipe.layers:
+    for layer in lockable:
         builder = BUILDERS[layer.kind]
-        if not builder.needs_lock:
-            continue
-        settings = settings_hash(builder.lock_inputs(layer, recipe))
-        old = previous.get(layer.name)
-        if (old is not None and old.get("settings") == settings and layer.name not in upgrade.names
-                and not pinned_names(old) & upgrade.names):
+        if kept(layer) and not (relock_all and layer in together):
+            old = previous[layer.name]
             if hasattr(builder, "recheck"):
                 builder.recheck(layer, recipe, old)
             layers[layer.name] = old
         else:
             entry = builder.lock(layer, recipe, layers, preferred)
-            layers[layer.name] = {"kind": layer.kind, "settings": settings, **entry}
+            layers[layer.name] = {"kind": layer.kind, "settings": settings[layer.name], **entry}
         report.append(f"{layer.name}: {_changes(current.get(layer.name), layers[layer.name])}")
     text = json.dumps({"lockVersion": LOCK_VERSION, "image": recipe.name, "layers": layers},
                       indent=1, sort_keys=True) + "\n"
@@ -117,20 +137,22 @@ def write_lock(recipe: Recipe, upgrade: Upgrade = Upgrade()) -> list[str]:
 
 def _check_names(recipe: Recipe, upgrade: Upgrade, previous: dict[str, Any]) -> None:
     """``--upgrade-package`` must name something the lock pins (a typo would move nothing)."""
-    known = {layer.name for layer in recipe.layers}.union(*(pinned_names(e) for e in previous.values()))
-    unknown = sorted(upgrade.names - known)
+    layers = {layer.name for layer in recipe.layers}
+    debian = set().union(*(_debian_names(e) for e in previous.values()))
+    wheels = set().union(*(_wheel_names(e) for e in previous.values()))
+    unknown = sorted(n for n in upgrade.names if n not in layers | debian and normalize(n) not in wheels)
     if unknown and previous:
         raise DreamError(f"--upgrade-package {', '.join(unknown)}: not a package, distribution "
                          f"or layer in the lock", Location(_shown(recipe)))
 
 
-def _without(entry: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
-    """A lock entry less the pins of ``names`` (so that the resolver may move them)."""
+def _without(entry: dict[str, Any], upgrade: Upgrade) -> dict[str, Any]:
+    """A lock entry less the pins the upgrade names (so that the resolver may move them)."""
     out = dict(entry)
     if "packages" in out:
-        out["packages"] = [p for p in out["packages"] if p["name"] not in names]
+        out["packages"] = [p for p in out["packages"] if p["name"] not in upgrade.names]
     if "wheels" in out:
-        out["wheels"] = [w for w in out["wheels"] if normalize(w["name"]) not in names]
+        out["wheels"] = [w for w in out["wheels"] if normalize(w["name"]) not in upgrade.distributions]
     return out
 
 

@@ -61,7 +61,12 @@ class Part:
 
 
 class Builder(Protocol):
-    """A layer kind. ``version`` changes whenever the same inputs would give other bytes."""
+    """A layer kind. ``version`` changes whenever the same inputs would give other bytes.
+
+    Optional, found by name: ``parts`` (several image layers, see `parts_of`), ``config``
+    (env and labels for the image, `image_config_of`), ``recheck(layer, recipe, entry)``
+    (raise if a kept lock entry can no longer be built, `dream.lock`) and
+    ``resolves_together`` (its lock is redone whenever another such layer's is)."""
 
     kind: str
     version: str

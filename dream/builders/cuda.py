@@ -48,6 +48,7 @@ class CudaBuilder:
     kind = "cuda"
     version = f"1+glue{GLUE_VERSION}"
     needs_lock = True
+    resolves_together = True  # cuda and python pins constrain each other (dream.lock)
 
     def lock_inputs(self, layer: LayerSpec, recipe: Recipe) -> Any:
         """The settings the lock entry was resolved from. A layer that follows the python

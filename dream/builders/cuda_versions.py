@@ -21,6 +21,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from packaging.requirements import InvalidRequirement, Requirement
+
 from dream.builders.wheelset import resolve_keeping
 from dream.errors import DreamError
 from dream.python.index import uv_environment
@@ -31,7 +33,6 @@ from dream.recipe.schema import CUDA_FOLLOW
 SEPARATE = {"cudnn": "nvidia-cudnn-cu{major}", "nccl": "nvidia-nccl-cu{major}",
             "cusparselt": "nvidia-cusparselt-cu{major}", "nvshmem": "nvidia-nvshmem-cu{major}"}
 TOOLKIT = "cuda-toolkit"
-_REQUIREMENT = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*\(?([^;)]*)\)?\s*(?:;(.*))?")
 _EXTRA = re.compile(r"""extra\s*==\s*['"]([^'"]+)['"]""")
 
 
@@ -72,26 +73,50 @@ class Toolkit:
                      and self.primary(extra) == wheel), None)
 
     def pins(self) -> dict[str, str]:
-        """Every component wheel of the release with its specifier (several joined by ``,``)."""
+        """Every component wheel of the release with its specifier (several joined by ``,``;
+        a machine marker kept only where every extra naming the wheel has it)."""
         specs: dict[str, list[str]] = {}
+        markers: dict[str, set[str]] = {}
         for wheels in self.extras.values():
             for name, spec in wheels.items():
-                if spec and spec not in specs.setdefault(name, []):
-                    specs[name].append(spec)
-        return {name: ",".join(found) for name, found in sorted(specs.items()) if found}
+                specifier, _, marker = spec.partition(";")
+                markers.setdefault(name, set()).add(marker.strip())
+                if specifier and specifier not in specs.setdefault(name, []):
+                    specs[name].append(specifier)
+        return {name: ",".join(found) + (f"; {next(iter(markers[name]))}"
+                                         if len(markers[name]) == 1 and "" not in markers[name] else "")
+                for name, found in sorted(specs.items()) if found}
+
+
+LINUX = {"sys_platform": "linux", "platform_system": "Linux", "os_name": "posix"}
+MACHINES = ("x86_64", "aarch64")
 
 
 def parse_requires_dist(lines: list[str]) -> dict[str, dict[str, str]]:
-    """``Requires-Dist`` lines → {extra: {wheel name: specifier}}; lines without an extra (none
-    in cuda-toolkit) are left out. Markers other than the extra are left to the resolver: the
-    pins become constraints, which do nothing for wheels a platform never installs."""
+    """``Requires-Dist`` lines → {extra: {wheel name: specifier}} (parsed by `packaging`).
+
+    Only what applies to a Linux image of either machine is kept: a line whose marker is
+    false on Linux (a Windows-only wheel) is dropped for its extra. A line true on one machine
+    only keeps its marker, after the specifier (``==1.2.*; platform_machine == "x86_64"``), so
+    that the resolver, which knows the image's platform, decides."""
     extras: dict[str, dict[str, str]] = {}
     for line in lines:
-        found = _REQUIREMENT.fullmatch(line)
-        extra = _EXTRA.search(found.group(3) or "") if found else None
-        if found and extra:
-            extras.setdefault(extra.group(1), {})[normalize(found.group(1))] = found.group(2).replace(" ", "")
-        # a line of another shape names no component: nothing to pin
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue  # a line of another shape names no component: nothing to pin
+        if requirement.marker is None:
+            continue  # no extra: cuda-toolkit has none, and it would pin no component
+        for extra in sorted(set(_EXTRA.findall(str(requirement.marker)))):
+            applies = [requirement.marker.evaluate({**LINUX, "platform_machine": machine, "extra": extra})
+                       for machine in MACHINES]
+            if not any(applies):
+                continue
+            spec = str(requirement.specifier)
+            if not all(applies):
+                machine = MACHINES[applies.index(True)]
+                spec += f'; platform_machine == "{machine}"'
+            extras.setdefault(extra, {})[normalize(requirement.name)] = spec
     return extras
 
 

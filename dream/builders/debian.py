@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,8 @@ class DebianBuilder:
             packages = apt.resolve(spec["packages"], spec["essential"], spec["recommends"], prefer=kept)
         except UnknownPackages as exc:
             name = exc.names[0]  # merged lists renumber items: the line says where, not the index
-            index = spec["packages"].index(name) if name in spec["packages"] else 0
-            location = layer.at(f"packages[{index}]")[0]
+            written = [re.split(r"[=:]", p, maxsplit=1)[0] for p in spec["packages"]]
+            location = layer.at(f"packages[{written.index(name)}]")[0] if name in written else layer.location
             suite = f" ({spec['suite']})" if spec.get("suite") else ""
             raise DreamError(f"no Debian package {name!r} in the apt sources{suite}", location,
                              f"layers.{layer.name}.debian.packages") from None

@@ -23,6 +23,7 @@ class PythonBuilder:
     kind = "python"
     version = "1"
     needs_lock = True
+    resolves_together = True  # cuda and python pins constrain each other (dream.lock)
 
     def lock_inputs(self, layer: LayerSpec, recipe: Recipe) -> Any:
         from dream.builders import BUILDERS

@@ -11,13 +11,12 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
 from dream.debian.sources import write_sources
-from dream.download_cache import die_with_parent, sweep_stale_downloads
+from dream.download_cache import die_with_parent, download_scratch
 from dream.errors import DreamError
 from dream.store.layout import file_sha256
 
@@ -193,8 +192,7 @@ class Apt:
             return paths
         if not self.has_lists():
             self.update()
-        sweep_stale_downloads(self.debs)
-        with tempfile.TemporaryDirectory(dir=self.debs, prefix="download-") as scratch:
+        with download_scratch(self.debs) as scratch:
             try:
                 self._run("apt-get", "download", *(f"{p.name}={p.version}" for p in missing), cwd=Path(scratch))
             except DreamError:

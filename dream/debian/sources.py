@@ -10,6 +10,7 @@ machine's own files.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -31,6 +32,8 @@ def machine_codename(os_release: Path = Path("/etc/os-release")) -> str:
 
 def source_files() -> list[Path]:
     """The machine's source files, where its apt configuration says they are."""
+    if shutil.which("apt-config") is None:
+        raise DreamError("apt-config not found: debian layers need apt (run on Debian or Ubuntu)")
     dump = subprocess.run(["apt-config", "shell", "LIST", "Dir::Etc::sourcelist/f",
                            "PARTS", "Dir::Etc::sourceparts/d"], capture_output=True, text=True, check=False)
     found = dict(re.findall(r"^(LIST|PARTS)='(.*)'$", dump.stdout, re.M))

@@ -51,7 +51,12 @@ class RangeFile(io.RawIOBase):
         self.position = 0
         self.starts: list[int] = []  # sorted start offsets of the fetched chunks
         self.chunks: dict[int, bytes] = {}
-        self.size = self._tail()
+        try:
+            self.size = self._tail()
+        except BaseException:
+            if self.own_session:
+                self.session.close()
+            raise
 
     def _get(self, header: str) -> requests.Response:
         try:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import tempfile
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,7 +20,7 @@ from installer.destinations import SchemeDictionaryDestination
 from installer.sources import WheelFile
 
 from dream.debian.apt import cache_dir
-from dream.download_cache import die_with_parent, sweep_stale_downloads
+from dream.download_cache import die_with_parent, download_scratch
 from dream.errors import DreamError
 from dream.python.resolve import Wheel
 from dream.python.target import PythonTarget
@@ -43,11 +42,7 @@ def fetch(wheels: list[Wheel], target: PythonTarget, root: Path | None = None) -
 
 
 def _download(wheels: list[Wheel], target: PythonTarget, root: Path | None) -> None:
-    cache = (root or cache_dir()) / "wheels"
-    cache.mkdir(parents=True, exist_ok=True)
-    sweep_stale_downloads(cache)
-    with tempfile.TemporaryDirectory(dir=cache, prefix="download-") as scratch:
-        base = Path(scratch)
+    with download_scratch((root or cache_dir()) / "wheels") as base:
         (base / "requirements.txt").write_text(
             "".join(f"{w.name}=={w.version} --hash=sha256:{w.sha256}\n" for w in wheels))
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
@@ -61,19 +56,32 @@ def _download(wheels: list[Wheel], target: PythonTarget, root: Path | None) -> N
                              env={**os.environ, "TMPDIR": str(base / "tmp")}, preexec_fn=die_with_parent)
         if run.returncode != 0:
             detail = " ".join(line.strip() for line in run.stderr.strip().splitlines()[-4:])
-            raise DreamError(f"pip could not download the locked wheels: {detail}")
+            raise DreamError(f"pip could not download the locked wheels: {detail} (a pinned wheel "
+                             "gone from the index moves with `doit lock:<image> --upgrade-package NAME`)")
         by_hash = {w.sha256: w for w in wheels}
         for path in (base / "out").iterdir():
             wheel = by_hash.pop(file_sha256(path), None)
             if wheel is None or path.name != wheel.filename:
                 raise DreamError(f"pip downloaded {path.name}, which the lock does not name "
                                  "with this sha256; run `doit lock:<image>` again")
-            destination = cached_path(wheel, root)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(path, destination)
+            _move_into_cache(path, cached_path(wheel, root))
         if by_hash:
             names = ", ".join(w.filename for w in by_hash.values())
             raise DreamError(f"pip did not download {names}")
+
+
+def _move_into_cache(path: Path, destination: Path) -> None:
+    """Move a verified file to its cache path; a `gc --cache` may remove the folder between
+    making it and the move, so one more try follows."""
+    for attempt in (1, 2):
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(path, destination)
+            return
+        except FileNotFoundError:
+            if attempt == 2:
+                raise DreamError(f"the download cache changed under this build ({destination.parent}); "
+                                 "run the build again") from None
 
 
 def install_wheel(path: Path, target: PythonTarget, destdir: Path) -> None:

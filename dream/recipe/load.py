@@ -136,6 +136,8 @@ _FRIENDLY = {
 def _friendly(message: str, path: PathKey) -> str:
     if path[-1] == "mode" and message == "must be of string type":
         return 'write modes as quoted octal strings, e.g. "0644"'
+    if path[-1] == "version" and message == "must be of string type":
+        return 'must be a string: write versions quoted, e.g. "12.8" (unquoted, 12.10 reads as 12.1)'
     if message.startswith("value does not match regex"):
         pattern = message.removeprefix("value does not match regex ").strip("'")
         return f"must be {FORMS[pattern]}" if pattern in FORMS else "has the wrong form"

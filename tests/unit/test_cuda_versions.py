@@ -45,7 +45,10 @@ def test_requires_dist_gives_each_extra_its_wheels_and_pins() -> None:
     assert set(TK.extras["all"]) == {"nvidia-cublas-cu12", "nvidia-cuda-nvrtc-cu12", "nvidia-cuda-runtime-cu12",
                                      "nvidia-nvjitlink-cu12", "nvidia-cufile-cu12"}
     ranged = parse_requires_dist(REQUIRES_12_8_2)
-    assert ranged["cufft"] == {"nvidia-cufft-cu12": "==11.3.3.83.*", "nvidia-nvjitlink-cu12": "<13,>=12.8.93"}
+    x86 = '; platform_machine == "x86_64"'  # 12.8.2.0 names cuFFT for Linux on x86_64 only
+    assert ranged["cufft"] == {"nvidia-cufft-cu12": "==11.3.3.83.*" + x86, "nvidia-nvjitlink-cu12": "<13,>=12.8.93" + x86}
+    assert Toolkit("12.8.2.0", ranged).pins()["nvidia-cufft-cu12"] == "==11.3.3.83.*" + x86
+    assert "nvidia-cufft-cu12" not in parse_requires_dist(["nvidia-cufft-cu12==1.0; sys_platform == 'win32' and extra == 'cufft'"]).get("cufft", {})
     assert parse_requires_dist(["nvidia-foo==1", "garbage ;;"]) == {}  # no extra: no component
 
 

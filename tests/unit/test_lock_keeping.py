@@ -48,7 +48,7 @@ def recipe(tmp_path: Path, **layers: list[str]) -> Recipe:
 
 @pytest.fixture
 def index(monkeypatch: pytest.MonkeyPatch) -> Scripted:
-    builder = Scripted({"libc6": "2.36-9", "bash": "5.2-1", "rich": "14.0", "numpy": "2.3"})
+    builder = Scripted({"libc6": "2.36-9", "bash": "5.2-1", "rich": "14.0", "numpy": "2.3", "python3.11": "3.11.2-6"})
     monkeypatch.setitem(dream.lock.BUILDERS, "scripted", builder)
     return builder
 
@@ -80,7 +80,7 @@ def test_upgrade_moves_everything(tmp_path: Path, index: Scripted) -> None:
 def test_upgrade_package_moves_one_pin_only(tmp_path: Path, index: Scripted) -> None:
     write_lock(recipe(tmp_path, debian=["bash", "libc6"], python=["numpy"]))
     index.newest.update(libc6="2.36-10", bash="5.3-1", numpy="2.4")
-    write_lock(recipe(tmp_path, debian=["bash", "libc6"], python=["numpy"]), Upgrade.of(False, ["LibC6"]))
+    write_lock(recipe(tmp_path, debian=["bash", "libc6"], python=["numpy"]), Upgrade.of(False, ["libc6"]))
     assert pins(recipe(tmp_path)) == {"debian": {"bash": "5.2-1", "libc6": "2.36-10"}, "python": {"numpy": "2.3"}}
 
 
@@ -110,3 +110,40 @@ def test_a_vanished_pin_stops_the_lock_and_keeps_the_file(tmp_path: Path, index:
     index.newest["bash"] = "5.3-1"
     write_lock(recipe(tmp_path, debian=["bash"]), Upgrade.of(False, ["bash"]))
     assert pins(recipe(tmp_path)) == {"debian": {"bash": "5.3-1"}}
+
+
+def test_debian_and_layer_names_match_as_written_distributions_normalized(tmp_path: Path, index: Scripted) -> None:
+    write_lock(recipe(tmp_path, base_os=["python3.11", "bash"], python=["numpy"]))
+    index.newest.update({"python3.11": "3.11.2-7", "bash": "5.3-1", "numpy": "2.4"})
+    write_lock(recipe(tmp_path, base_os=["python3.11", "bash"], python=["numpy"]), Upgrade.of(False, ["python3.11"]))
+    assert pins(recipe(tmp_path))["base_os"] == {"python3.11": "3.11.2-7", "bash": "5.2-1"}
+    write_lock(recipe(tmp_path, base_os=["python3.11", "bash"], python=["numpy"]), Upgrade.of(False, ["base_os", "numpy"]))
+    assert pins(recipe(tmp_path)) == {"base_os": {"python3.11": "3.11.2-7", "bash": "5.3-1"}, "python": {"numpy": "2.4"}}
+
+
+def test_distribution_names_are_normalized_debian_names_are_not() -> None:
+    upgrade = Upgrade.of(False, ["Markdown_It.Py", "LibC6"])
+    assert upgrade.moves("python", {"wheels": [{"name": "markdown-it-py"}]})
+    assert not upgrade.moves("debian", {"packages": [{"name": "libc6"}]})
+
+
+class Together(Scripted):
+    resolves_together = True
+
+
+def test_layers_that_resolve_together_are_never_kept_over_a_moved_one(tmp_path: Path, index: Scripted,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    together = Together(index.newest)
+    monkeypatch.setitem(dream.lock.BUILDERS, "together", together)
+
+    def layers(python: list[str]) -> Recipe:
+        base = recipe(tmp_path, debian=["bash"])
+        extra = [LayerSpec(name, "together", names, "", Location("recipes/x.yaml", 5))
+                 for name, names in (("cuda", ["libc6"]), ("python", python))]
+        return Recipe(path=base.path, display=base.display, name="x", image={}, layers=base.layers + extra)
+
+    write_lock(layers(["numpy"]))
+    together.resolved.clear()
+    index.resolved.clear()
+    write_lock(layers(["numpy", "rich"]))
+    assert together.resolved == ["cuda", "python"] and index.resolved == []  # debian kept

@@ -37,6 +37,8 @@ CASES = [
      {}, "bad.yaml:3: layers[1].name", "used twice"),
     ("cuda-version", "layers:\n  - name: c\n    cuda: {version: '11.8', components: [cudart]}\n",
      {}, "bad.yaml:3: layers[0].cuda.version", "must be a CUDA version such as 12, 12.8 or 12.8.1"),
+    ("cuda-version-float", "layers:\n  - name: c\n    cuda: {version: 12.8, components: [cudart]}\n",
+     {}, "bad.yaml:3: layers[0].cuda.version", 'write versions quoted, e.g. "12.8" (unquoted, 12.10 reads as 12.1)'),
     ("cuda-component", "layers:\n  - name: c\n    cuda:\n      version: '12'\n      components: [cudart, tensorrt]\n",
      {}, "bad.yaml:5: layers[0].cuda.components[1]", "unallowed value tensorrt"),
     ("home-user", "layers:\n  - name: h\n    home:\n      user: Dev\n",

@@ -8,10 +8,10 @@ variables and the driver fix-up of dream-cuda-env (the image's entrypoint). It w
 
   argv[2]                    sshd's config: argv[1]'s lines after one ``SetEnv`` line (sshd
                              gives SetEnv variables to every session, command or shell);
-  /etc/environment           read by pam_env for `su`, `su -` and login (dream's Debian layer
-                             has no /etc/profile: its shells read nothing else);
-  /etc/profile.d/dream-env.sh  for images with a /etc/profile (a `from:` Debian or Ubuntu base),
-                             which resets PATH in every login shell and then sources this.
+  /etc/environment           read by pam_env (as root) for `su`, `su -` and login; mode 0600,
+                             since `docker run -e` values may be secrets;
+  /etc/profile.d/dream-env.sh  PATH only (no secrets, so readable by all): Debian's /etc/profile
+                             resets PATH in every login shell and then sources this.
 
 The two system files are written only inside a dream image (/etc/dream/deployments exists), never
 on a host where `doit run:procfile` runs this preset. Every file is replaced atomically.
@@ -45,8 +45,10 @@ def sshd_setenv(env: dict[str, str]) -> str:
 
 
 def profile_script(env: dict[str, str]) -> str:
-    lines = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
-    return "# written by dream's sshd preset at container start: the container's environment\n" + lines
+    """The container's PATH back after /etc/profile reset it (the rest of the environment
+    comes from sshd's SetEnv or pam_env and /etc/profile leaves it alone)."""
+    lines = f"export PATH={shlex.quote(env['PATH'])}\n" if "PATH" in env else ""
+    return "# written by dream's sshd preset at container start: the container's PATH\n" + lines
 
 
 def pam_environment(env: dict[str, str]) -> str:
@@ -77,7 +79,7 @@ def main(argv: list[str]) -> int:
     if os.path.isdir(IMAGE_MARK):
         os.makedirs("/etc/profile.d", exist_ok=True)
         replace("/etc/profile.d/dream-env.sh", profile_script(env))
-        replace("/etc/environment", pam_environment(env))
+        replace("/etc/environment", pam_environment(env), 0o600)
     return 0
 
 
