@@ -54,38 +54,27 @@ IMAGE = "torch-app"
 TORCH = "torch==2.8.0"
 PYTHON = "3.11"
 PLATFORM = "manylinux_2_36_x86_64"  # python.platform's default for amd64 (Debian 12, glibc 2.36)
+WHEEL_LAYERS = f"""python:
+  version: "{PYTHON}"
+layers:
+  - name: cuda
+    cuda:
+      version: python
+      components: [cudart, cublas, nvrtc]
+  - name: python
+    python:
+      requirements: [{TORCH}]
+"""
 RECIPE = f"""# A PyTorch app: Debian 12 + Python 3.11, CUDA from torch's own pins, torch.
 imports: [debian-python, cuda-12]
 image:
   name: {IMAGE}
   tags: [latest]
-python:
-  version: "{PYTHON}"
-layers:
-  - name: cuda
-    cuda:
-      version: python
-      components: [cudart, cublas, nvrtc]
-  - name: python
-    python:
-      requirements: [{TORCH}]
-"""
+""" + WHEEL_LAYERS
 # the same two wheel layers without the Debian layer and its apt lists (where the cold lock's
 # bytes go), to see what locking the wheels alone costs against uv's bare resolution
 WHEELS_ONLY = "torch-wheels"
-WHEELS_RECIPE = f"""image:
-  name: {WHEELS_ONLY}
-python:
-  version: "{PYTHON}"
-layers:
-  - name: cuda
-    cuda:
-      version: python
-      components: [cudart, cublas, nvrtc]
-  - name: python
-    python:
-      requirements: [{TORCH}]
-"""
+WHEELS_RECIPE = f"image:\n  name: {WHEELS_ONLY}\n" + WHEEL_LAYERS
 
 
 # --------------------------------------------------------------------------- measuring
