@@ -227,8 +227,19 @@ class RegistryClient:
             raise RegistryError(f"{self.host}: registry unreachable ({_reason(exc)})") from None
 
     def _get_v2(self, scheme: str, verify: bool | str) -> requests.Response:
-        response = requests.get(f"{scheme}://{self.host}/v2/", verify=verify, timeout=TIMEOUT)
-        response.close()
+        """``GET /v2/``, retried like every other request: a 5xx or a broken connection on the
+        first request of a push would otherwise fail it."""
+        for delay in (*RETRY_DELAYS, None):
+            try:
+                response = requests.get(f"{scheme}://{self.host}/v2/", verify=verify, timeout=TIMEOUT)
+            except requests.RequestException as exc:
+                if delay is None or not _transient(exc):
+                    raise
+            else:
+                response.close()
+                if delay is None or response.status_code not in TRANSIENT_STATUS:
+                    break
+            time.sleep(delay)
         if response.status_code not in (200, 401):
             raise RegistryError(f"{self.host}: GET /v2/ answered {response.status_code}; "
                                 "is this an OCI registry?")

@@ -22,6 +22,7 @@ class Script:
     def __init__(self) -> None:
         self.answers: list[int | str | tuple[int, str]] = []  # a status, (status, error code), or "reset"
         self.seen: list[tuple[str, str, int]] = []  # method, path, body length
+        self.probes: list[int | str] = []  # answers to GET /v2/ (then 200)
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Script]]:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
             if self.path == "/v2/":
-                status: int | str = 200
+                status: int | str = script.probes.pop(0) if script.probes else 200
             else:
                 self.server_seen.append((self.command, self.path.split("?")[0], len(body)))
                 status = script.answers.pop(0) if script.answers else 201
@@ -115,3 +116,17 @@ def test_a_manifest_naming_a_blob_another_client_is_committing_is_retried(
     with pytest.raises(RegistryError, match="MANIFEST_INVALID"):
         client.put_manifest("r", "latest", b"{}", "application/vnd.oci.image.manifest.v1+json")
     assert len(script.seen) == 1
+
+
+def test_the_first_get_v2_is_retried_on_5xx_and_resets(server: tuple[str, Script], anonymous: None) -> None:
+    host, script = server
+    script.probes = [500, "reset", 503]
+    RegistryClient(host)  # connects: three transient failures, then 200
+    assert script.probes == []
+
+
+def test_a_get_v2_that_keeps_failing_is_one_line(server: tuple[str, Script], anonymous: None) -> None:
+    host, script = server
+    script.probes = [500, 500, 500, 500]
+    with pytest.raises(RegistryError, match=r"GET /v2/ answered 500"):
+        RegistryClient(host)
