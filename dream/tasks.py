@@ -326,6 +326,7 @@ def dodo_tasks(root: Path | None = None) -> dict[str, Callable[[], Any]]:
     for recipe in recipes:
         configure(recipe.registries)
     try:
+        source_date_epoch()  # a bad SOURCE_DATE_EPOCH is one line before any task runs
         jobs = [ImageJob(recipe) for recipe in recipes if recipe.builds_image]
         services = service_tasks(recipes, root)
     except DreamError as exc:

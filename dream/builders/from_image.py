@@ -63,14 +63,40 @@ class FromBuilder:
         entry = ctx.lock
         descriptor = Descriptor.from_json(entry["config"])
         ctx.store.add_source(descriptor.digest, entry["source"])
-        config = json.loads(ctx.store.local_blob(descriptor).read_bytes()).get("config") or {}
-        base: dict[str, Any] = {
-            "env": dict(item.split("=", 1) for item in config.get("Env") or [] if "=" in item),
-            "labels": dict(config.get("Labels") or {}),
-            "ports": sorted(config.get("ExposedPorts") or {}),
-        }
-        for key, field in (("Entrypoint", "entrypoint"), ("Cmd", "cmd"), ("User", "user"),
-                           ("WorkingDir", "workdir"), ("StopSignal", "stop_signal")):
-            if config.get(key):
-                base[field] = config[key]
-        return {"base": base}
+        try:
+            config = json.loads(ctx.store.local_blob(descriptor).read_bytes()).get("config") or {}
+            return {"base": _inherited(config)}
+        except (ValueError, TypeError, AttributeError) as exc:  # a config of another shape than OCI's
+            raise DreamError(f"the base image's config {descriptor.digest[:19]}… is not a valid OCI "
+                             f"image config ({exc})", ctx.layer.location, f"layers.{ctx.layer.name}.from") from None
+
+
+def _inherited(config: dict[str, Any]) -> dict[str, Any]:
+    """The base config's fields as recipe ``image`` fields; each of OCI's types is checked,
+    so a config with ``Labels`` as a list is refused instead of breaking later."""
+    def typed(key: str, kind: type, default: Any) -> Any:
+        value = config.get(key)
+        if value is None:
+            return default
+        if not isinstance(value, kind) or (kind is list and not all(isinstance(v, str) for v in value)):
+            raise ValueError(f"{key} must be {'a list of strings' if kind is list else 'an object'}")
+        return value
+    labels = typed("Labels", dict, {})
+    if not all(isinstance(v, str) for v in labels.values()):
+        raise ValueError("Labels must map names to strings")
+    base: dict[str, Any] = {
+        "env": dict(item.split("=", 1) for item in typed("Env", list, []) if "=" in item),
+        "labels": dict(labels),
+        "ports": sorted(typed("ExposedPorts", dict, {})),
+    }
+    for key, field in (("Entrypoint", "entrypoint"), ("Cmd", "cmd")):
+        if typed(key, list, None):
+            base[field] = config[key]
+    for key, field in (("User", "user"), ("WorkingDir", "workdir"), ("StopSignal", "stop_signal")):
+        value = config.get(key)
+        if value is None or value == "":
+            continue
+        if not isinstance(value, str):
+            raise ValueError(f"{key} must be a string")
+        base[field] = value
+    return base

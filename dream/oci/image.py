@@ -7,6 +7,7 @@ import hashlib
 import os
 from typing import Any
 
+from dream.errors import DreamError
 from dream.store import Descriptor, Store
 from dream.store.layout import canonical_json
 
@@ -15,10 +16,19 @@ MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
+LATEST_EPOCH = 253402300799  # 9999-12-31T23:59:59Z: the last time RFC 3339 and tar can write
+
+
 def source_date_epoch() -> int:
-    """SOURCE_DATE_EPOCH if set (the reproducible-builds convention), else 0."""
+    """SOURCE_DATE_EPOCH if set (the reproducible-builds convention), else 0; anything but
+    whole seconds from 0 to `LATEST_EPOCH` is refused rather than quietly read as 0."""
     value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    return int(value) if value.isdigit() else 0
+    if not value:
+        return 0
+    if not value.isdigit() or int(value) > LATEST_EPOCH:
+        raise DreamError(f"SOURCE_DATE_EPOCH must be whole seconds since 1970, at most "
+                         f"{LATEST_EPOCH} (9999-12-31); got {value[:40]!r}")
+    return int(value)
 
 
 def rfc3339(epoch: int) -> str:

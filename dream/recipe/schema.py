@@ -9,6 +9,7 @@ and of file entries use one dict schema plus the custom rule ``exactly_one_of``.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import re
 import shlex
@@ -46,6 +47,29 @@ def to_port(value: Any) -> Any:
     return value
 
 
+MAX_ID = 2**32 - 2  # (uid_t)-1 means "no change" to chown: the largest usable id is one less
+
+
+def _owner_range(field: str, value: Any, error: Any) -> None:
+    """A uid or gid past 32 bits wraps around in tar readers (4294967296 became root)."""
+    if isinstance(value, str) and re.fullmatch(OWNER_RE, value):
+        if any(int(part) > MAX_ID for part in value.split(":")):
+            error(field, f"uid and gid must be at most {MAX_ID} (got {value})")
+
+
+def _port_range(field: str, value: Any, error: Any) -> None:
+    if isinstance(value, str) and re.fullmatch(PORT_RE, value) and not 1 <= int(value.split("/")[0]) <= 65535:
+        error(field, f"a port is 1 to 65535 (got {value.split('/')[0]})")
+
+
+def _real_time(field: str, value: Any, error: Any) -> None:
+    """The pattern admits 2024-13-45T…; the calendar does not."""
+    try:
+        dt.datetime.strptime(value.split(".")[0].removesuffix("Z"), "%Y-%m-%dT%H:%M:%S")
+    except (ValueError, AttributeError):
+        error(field, f"must be a real UTC time such as 2026-01-31T12:00:00Z (got {value!r})")
+
+
 def _command(text: str) -> dict[str, Any]:
     return {"type": "list", "coerce": split_command, "schema": {"type": "string"},
             "nullable": True, **doc(text)}
@@ -66,7 +90,7 @@ FILE_ENTRY = {
         "mode": {"type": "string", "regex": MODE_RE,
                  **doc("Octal permission bits as a quoted string (`\"0644\"`); default 0644 for "
                         "files, 0755 for directories and for host files that are executable.")},
-        "owner": {"type": "string", "regex": OWNER_RE,
+        "owner": {"type": "string", "regex": OWNER_RE, "check_with": _owner_range,
                   **doc("`uid:gid` for the entries this item adds; default `0:0`.", "0:0")},
         "exclude": {"type": "list", "schema": {"type": "string"}, "default": [],
                     **doc("Glob patterns to leave out: with a `/`, matched against the path below `src`; "
@@ -285,14 +309,14 @@ IMAGE = {
                    **doc("Config labels, e.g. `org.opencontainers.image.source`. "
                           "`org.opencontainers.image.created` is added from `created`.", {})},
         "ports": {"type": "list", "default": [],
-                  "schema": {"type": "string", "coerce": to_port, "regex": PORT_RE},
+                  "schema": {"type": "string", "coerce": to_port, "regex": PORT_RE, "check_with": _port_range},
                   **doc("Exposed ports, `8080` or `8080/udp`.", [])},
         "user": {"type": "string", "empty": False, **doc("`user`, `uid` or `uid:gid` the processes run as.")},
         "workdir": {"type": "string", "regex": ABSOLUTE, **doc("Working directory (absolute).")},
         "entrypoint": _command("Entrypoint argv; a string is split with shell quoting rules."),
         "cmd": _command("Default arguments (argv); a string is split with shell quoting rules."),
         "stop_signal": {"type": "string", "regex": SIGNAL_RE, **doc("Signal that stops the container, e.g. `SIGINT`.")},
-        "created": {"type": "string",
+        "created": {"type": "string", "check_with": _real_time,
                     "regex": form(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$", "an RFC 3339 UTC time such as 2026-01-31T12:00:00Z"),
                     **doc("Creation time written into the config (RFC 3339, UTC). Default: "
                            "`SOURCE_DATE_EPOCH`, or 1970-01-01T00:00:00Z, so builds are reproducible.")},

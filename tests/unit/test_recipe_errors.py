@@ -45,6 +45,12 @@ CASES = [
      {}, "bad.yaml:4: layers[0].home.user", "must be a login name: up to 32 lowercase letters"),
     ("bad-suite", "layers:\n  - name: d\n    debian: {packages: [bash], suite: Trixie}\n",
      {}, "bad.yaml:3: layers[0].debian.suite", "must be a Debian suite codename such as bookworm or trixie"),
+    ("owner-past-32-bits", "layers:\n  - name: l\n    files:\n      - {dest: /a, content: x, owner: '4294967296:0'}\n",
+     {}, "bad.yaml:4: layers[0].files[0].owner", "uid and gid must be at most 4294967294 (got 4294967296:0)"),
+    ("port-zero", "image:\n  ports: [0]\n", {}, "bad.yaml:2: image.ports[0]", "a port is 1 to 65535 (got 0)"),
+    ("port-too-big", "image:\n  ports: ['70000/udp']\n", {}, "bad.yaml:2: image.ports[0]", "a port is 1 to 65535 (got 70000)"),
+    ("created-not-a-date", "image:\n  created: '2024-13-45T00:00:00Z'\n", {}, "bad.yaml:2: image.created",
+     "must be a real UTC time such as 2026-01-31T12:00:00Z (got '2024-13-45T00:00:00Z')"),
     ("python-requirements", "layers:\n  - name: p\n    python: {requirements: []}\n",
      {}, "bad.yaml:3: layers[0].python.requirements", "min length is 1"),
 ]
