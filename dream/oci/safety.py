@@ -21,6 +21,7 @@ from __future__ import annotations
 import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import IO
 
 import zstandard
 from isal.igzip_lib import IsalError
@@ -141,6 +142,33 @@ def _each(archive: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
         yield member
 
 
+MAX_RATIO = 200  # uncompressed / compressed: real layers stay far below (a Debian base: ~3)
+MIN_ALLOWANCE = 64 * 2**20  # small layers may expand more (a few KB of zeros)
+MAX_EXPANDED = 256 * 2**30  # no layer, whatever its compressed size
+
+
+def expansion_limit(compressed: int) -> int:
+    """How many bytes a pulled layer of ``compressed`` bytes may decompress to: a 2 MB layer
+    that expands to 2 GiB (a decompression bomb) is refused before it fills a disk."""
+    return min(MAX_RATIO * compressed + MIN_ALLOWANCE, MAX_EXPANDED)
+
+
+class _Bounded:
+    """A read-only stream that fails once more than ``limit`` bytes came through."""
+
+    def __init__(self, stream: IO[bytes], limit: int, label: str) -> None:
+        self.stream, self.limit, self.label, self.seen = stream, limit, label, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.seen += len(data)
+        if self.seen > self.limit:
+            raise DreamError(f"{self.label}: the layer expands past {self.limit:,} bytes "
+                             f"({MAX_RATIO}× its compressed size + {MIN_ALLOWANCE // 2**20} MiB): "
+                             "refused as a decompression bomb")
+        return data
+
+
 def check_layer_file(path: Path, media_type: str, label: str) -> int:
     """Check the layer blob at ``path`` with `check_members`; return how many entries it has.
 
@@ -149,7 +177,9 @@ def check_layer_file(path: Path, media_type: str, label: str) -> int:
     so memory stays flat whatever the layer's size. A blob that does not decompress or is not
     a well-formed tar is a `DreamError` as well: what cannot be checked must not be unpacked.
     """
-    with decompressed(open(path, "rb"), media_type) as stream:
+    limit = expansion_limit(path.stat().st_size)
+    with decompressed(open(path, "rb"), media_type) as raw:
+        stream = _Bounded(raw, limit, label)
         try:
             with tarfile.open(fileobj=stream, mode="r|", tarinfo=_StrictTarInfo) as archive:
                 return check_members(_each(archive), label)

@@ -224,7 +224,9 @@ BIG = 200 * 1024 * 1024
 MEASURE = textwrap.dedent("""
     import resource, sys
     from pathlib import Path
+    from dream.oci import safety
     from dream.oci.safety import check_layer_file
+    safety.MAX_RATIO = 10**9  # zeros pack far past the bomb guard's ratio: this measures memory
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     count = check_layer_file(Path(sys.argv[1]), sys.argv[2], "big")
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -250,3 +252,23 @@ def test_a_200_mb_layer_is_checked_in_flat_memory(tmp_path: Path, media_type: st
     count, growth = map(int, result.stdout.split())
     assert count == 2
     assert growth < 50 * 1024 * 1024, f"peak memory grew by {growth / 2**20:.0f} MiB"
+
+
+@pytest.mark.parametrize("media_type", [GZIP_MEDIA_TYPE, ZSTD_MEDIA_TYPE])
+def test_a_decompression_bomb_is_refused(tmp_path: Path, media_type: str) -> None:
+    from dream.oci import safety
+    bomb = layer(tmp_path, [f("zeros", 8 * 2**20)], media_type)  # 8 MiB of one byte: a few KB packed
+    assert bomb.stat().st_size < 64 * 2**10
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(safety, "MIN_ALLOWANCE", 2**20)  # the real floor is 64 MiB
+        with pytest.raises(DreamError, match=r"^docker.io/library/debian@sha256:feed layer 1: the layer expands "
+                                             r"past [\d,]+ bytes \(200× its compressed size \+ 1 MiB\): refused"):
+            check_layer_file(bomb, media_type, LABEL)
+    assert check_layer_file(bomb, media_type, LABEL) == 1  # within the documented floor
+
+
+def test_the_expansion_limit_is_a_ratio_with_a_floor_and_a_ceiling() -> None:
+    from dream.oci.safety import MAX_EXPANDED, expansion_limit
+    assert expansion_limit(0) == 64 * 2**20
+    assert expansion_limit(10 * 2**20) == 200 * 10 * 2**20 + 64 * 2**20
+    assert expansion_limit(10 * 2**40) == MAX_EXPANDED
