@@ -50,6 +50,8 @@ def dodo_globals(root: Path | None = None) -> dict[str, Any]:
     except OSError as exc:
         print(f"dream: cannot create {root / STATE_DIR}: {exc.strerror}", file=sys.stderr)
         raise SystemExit(1) from None
+    from dream.doitdb import install
+    install()  # doit.json written by temp-and-rename (doit's own json backend truncates first)
     config = {"backend": "json", "dep_file": f"{STATE_DIR}/doit.json", "default_tasks": ["build"]}
     return {"DOIT_CONFIG": config, **dodo_tasks(root)}
 

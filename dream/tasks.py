@@ -400,17 +400,30 @@ def dodo_tasks(root: Path | None = None) -> dict[str, Callable[[], Any]]:
 
 
 def task_verify() -> dict[str, Any]:
-    """re-hash every blob in the store and check every tagged image"""
-    from dream.store.maintenance import verify
+    """re-hash every blob in the store and check every ref and tagged image (--repair: remove what is corrupt)"""
+    from dream.store.maintenance import verify, verify_layout
 
-    def run() -> None | TaskFailed:
-        report = verify(open_store())
+    def run(repair: bool) -> None | TaskFailed:
+        try:
+            if repair:  # a directory replaced by a file would stop open_store itself
+                verify_layout(Store(store_path()))
+            report = verify(open_store(), repair)
+        except DreamError as exc:
+            return TaskFailed(str(exc))
+        for line in report.repaired:
+            print(f"repaired: {line}")
         for problem in report.problems:
             print(problem, file=sys.stderr)
-        print(f"verify: {report.checked} blobs re-hashed, {len(report.problems)} problems")
-        return TaskFailed(f"{len(report.problems)} problems in the store") if report.problems else None
+        print(f"verify: {report.checked} blobs re-hashed, {len(report.problems)} problems"
+              + (f", {len(report.repaired)} repaired" if repair else ""))
+        if report.problems:
+            return TaskFailed(f"{len(report.problems)} problems in the store"
+                              + ("" if repair else "; `doit verify --repair` removes what is corrupt"))
+        return None
 
-    return {"actions": [run], "verbosity": 2}
+    return {"actions": [run], "verbosity": 2,
+            "params": [{"name": "repair", "long": "repair", "type": bool, "default": False,
+                        "help": "remove corrupt blobs and refs, set a damaged index.json aside"}]}
 
 
 def task_gc() -> dict[str, Any]:
@@ -418,7 +431,10 @@ def task_gc() -> dict[str, Any]:
     from dream.store.maintenance import gc
 
     def run(cache: bool) -> None | TaskFailed:
-        report = gc(open_store())
+        try:
+            report = gc(open_store())
+        except DreamError as exc:
+            return TaskFailed(str(exc))
         if report.problems:
             return TaskFailed("gc refused, the store is inconsistent: " + "; ".join(report.problems))
         print(f"gc: removed {report.removed} blobs, freed {report.freed:,} bytes")

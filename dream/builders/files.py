@@ -12,21 +12,38 @@ import hashlib
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from dataclasses import replace
+from typing import Any, NoReturn
 
 from dream.builders.base import BuildContext
 from dream.errors import DreamError
 from dream.oci.tree import DIR, FILE, SYMLINK, Entry, Tree
-from dream.store.layout import file_sha256
 
 
 class FilesBuilder:
+    """Its key and its tar come from one read of the files: `key_inputs` takes a snapshot
+    (entries with the size and sha256 of every file, from the same read) and `tree` gives that
+    snapshot back, so the tar holds exactly what the key describes; the tar re-hashes each file
+    as it streams it and refuses bytes that changed since (`dream.oci.tar.SourceChanged`)."""
+
     kind = "files"
     version = "2"
     needs_lock = False
 
+    def __init__(self) -> None:
+        # id(layer spec) → (the spec, its latest snapshot): the one its job's input key came
+        # from (dream.tasks makes one job per layer spec and computes its key once, first)
+        self._snapshots: dict[int, tuple[Any, Tree]] = {}
+
     def tree(self, ctx: BuildContext, scratch: Path | None = None) -> Tree:
-        tree = Tree()
+        kept = self._snapshots.get(id(ctx.layer))
+        if kept is not None and kept[0] is ctx.layer:
+            return kept[1]
+        return self._snapshot(ctx)
+
+    def _snapshot(self, ctx: BuildContext) -> Tree:
+        label = f"{ctx.recipe.name}/{ctx.layer.name}"
+        tree = Tree(label)
         for item in ctx.layer.spec:
             uid, gid = (int(part) for part in item.get("owner", "0:0").split(":"))
             mode = int(item["mode"], 8) if "mode" in item else None
@@ -39,12 +56,17 @@ class FilesBuilder:
                 tree.add_dir(dest, mode or 0o755, uid, gid)
             else:
                 add_host_path(tree, Path(item["src"]), dest, mode, uid, gid, item["exclude"])
+        for path, entry in list(tree.entries.items()):
+            if entry.kind == FILE and entry.source is not None:
+                digest, size = _read_hash(entry.source, label)
+                tree.entries[path] = replace(entry, sha256=digest, size=size)
+        self._snapshots[id(ctx.layer)] = (ctx.layer, tree)
         return tree
 
     def key_inputs(self, ctx: BuildContext) -> Any:
         """Every entry's metadata plus the sha256 of every file's bytes (never host paths)."""
         return [[e.path, e.kind, e.mode, e.uid, e.gid, e.link, _content_hash(e)]
-                for e in self.tree(ctx).sorted_entries()]
+                for e in self._snapshot(ctx).sorted_entries()]
 
     def lock_inputs(self, layer: Any, recipe: Any) -> Any:
         return None
@@ -63,7 +85,7 @@ def add_host_path(tree: Tree, source: Path, dest: str, mode: int | None, uid: in
         tree.add(_entry(source, dest, info, mode, uid, gid))
         return
     tree.add_dir(dest, 0o755, uid, gid)
-    for directory, dirnames, filenames in os.walk(source):
+    for directory, dirnames, filenames in os.walk(source, onerror=_unreadable):
         dirnames.sort()
         base = Path(directory)
         for name in sorted(dirnames + filenames):
@@ -73,7 +95,11 @@ def add_host_path(tree: Tree, source: Path, dest: str, mode: int | None, uid: in
                 if name in dirnames:
                     dirnames.remove(name)
                 continue
-            tree.add(_entry(path, f"{dest.rstrip('/')}/{relative}", path.lstat(), mode, uid, gid))
+            try:
+                info = path.lstat()
+            except OSError as exc:
+                _unreadable(exc)
+            tree.add(_entry(path, f"{dest.rstrip('/')}/{relative}", info, mode, uid, gid))
 
 
 def _excluded(relative: str, name: str, patterns: list[str]) -> bool:
@@ -84,7 +110,11 @@ def _excluded(relative: str, name: str, patterns: list[str]) -> bool:
 
 def _entry(path: Path, dest: str, info: os.stat_result, mode: int | None, uid: int, gid: int) -> Entry:
     if stat.S_ISLNK(info.st_mode):
-        return Entry(dest, SYMLINK, 0o777, uid, gid, link=os.readlink(path))
+        try:
+            target = os.readlink(path)
+        except OSError as exc:
+            _unreadable(exc)
+        return Entry(dest, SYMLINK, 0o777, uid, gid, link=target)
     if stat.S_ISDIR(info.st_mode):
         return Entry(dest, DIR, 0o755, uid, gid)
     if not stat.S_ISREG(info.st_mode):
@@ -93,10 +123,29 @@ def _entry(path: Path, dest: str, info: os.stat_result, mode: int | None, uid: i
     return Entry(dest, FILE, mode if mode is not None else default, uid, gid, size=info.st_size, source=path)
 
 
+def _unreadable(exc: OSError) -> NoReturn:
+    """A directory or file of a source tree that cannot be read stops the build (os.walk would
+    skip it silently, and the layer would lack its contents)."""
+    raise DreamError(f"cannot read {exc.filename}: {exc.strerror or exc}") from None
+
+
+def _read_hash(path: Path, label: str) -> tuple[str, int]:
+    """sha256 and size of a file's bytes, from one read."""
+    digest, size = hashlib.sha256(), 0
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+    except OSError as exc:
+        raise DreamError(f"layer {label}: cannot read {path}: {exc.strerror or exc}") from None
+    return digest.hexdigest(), size
+
+
 def _content_hash(entry: Entry) -> str:
     if entry.kind != FILE:
         return ""
     if entry.data is not None:
         return hashlib.sha256(entry.data).hexdigest()
-    assert entry.source is not None, entry.path
-    return file_sha256(entry.source)
+    assert entry.sha256, entry.path
+    return entry.sha256

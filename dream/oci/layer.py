@@ -2,6 +2,9 @@
 
 The uncompressed bytes are hashed for the diff_id and never stored; the compressed bytes are
 hashed as they are written, so the blob's digest is known the moment it lands in the store.
+A file that changed since the layer's key was computed (`tar.SourceChanged`) or a store that
+cannot be written (a full disk) stops the pass with one line; the temporary blob is removed and
+nothing is committed.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ def build_layer(tree: Tree, codec: Codec, mtime: int, store: Store,
     diff_id = hashlib.sha256()
     compressor = codec.compressor()
     with store.blob_writer() as blob:
-        for chunk in tar_chunks(entries, mtime):
+        for chunk in tar_chunks(entries, mtime, tree.label):
             diff_id.update(chunk)
             blob.write(compressor.compress(chunk))
             if progress:

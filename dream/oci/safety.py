@@ -21,7 +21,7 @@ from __future__ import annotations
 import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 import zstandard
 from isal.igzip_lib import IsalError
@@ -181,7 +181,7 @@ def check_layer_file(path: Path, media_type: str, label: str) -> int:
     with decompressed(open(path, "rb"), media_type) as raw:
         stream = _Bounded(raw, limit, label)
         try:
-            with tarfile.open(fileobj=stream, mode="r|", tarinfo=_StrictTarInfo) as archive:
+            with tarfile.open(fileobj=cast(IO[bytes], stream), mode="r|", tarinfo=_StrictTarInfo) as archive:
                 return check_members(_each(archive), label)
         except (tarfile.TarError, zstandard.ZstdError, IsalError, EOFError, OSError) as error:
             raise DreamError(f"{label}: unreadable layer: {error}") from None

@@ -8,9 +8,11 @@ default), no user or group names, no atime/ctime, no host-specific PAX records.
 
 from __future__ import annotations
 
+import hashlib
 import tarfile
 from typing import Iterator
 
+from dream.errors import DreamError
 from dream.oci.tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Entry
 
 CHUNK = 1 << 20
@@ -34,25 +36,61 @@ def header(entry: Entry, mtime: int) -> bytes:
     return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
 
 
-def tar_chunks(entries: list[Entry], mtime: int) -> Iterator[bytes]:
-    """Yield the tar stream of ``entries`` (already in order) in chunks of up to 1 MiB."""
+def tar_chunks(entries: list[Entry], mtime: int, label: str = "") -> Iterator[bytes]:
+    """Yield the tar stream of ``entries`` (already in order) in chunks of up to 1 MiB.
+
+    A file is read for exactly its recorded size; one that is shorter or longer, or (when the
+    entry carries the ``sha256`` its layer's key was computed from) whose streamed bytes hash
+    to something else, stops the layer with `SourceChanged`: the key must describe the bytes.
+    """
     for entry in entries:
         yield header(entry, mtime)
         if entry.kind != FILE:
             continue
         if entry.data is not None:
             yield entry.data
-            written = len(entry.data)
         else:
-            written = 0
-            assert entry.source is not None, entry.path
-            with open(entry.source, "rb") as handle:
-                while chunk := handle.read(CHUNK):
-                    written += len(chunk)
-                    yield chunk
-        if written != entry.size:
-            raise OSError(f"{entry.source or entry.path} changed size while being read "
-                          f"({entry.size} → {written} bytes)")
-        if written % BLOCK_SIZE:
-            yield b"\0" * (BLOCK_SIZE - written % BLOCK_SIZE)
+            yield from _file_chunks(entry, label)
+        if entry.size % BLOCK_SIZE:
+            yield b"\0" * (BLOCK_SIZE - entry.size % BLOCK_SIZE)
     yield b"\0" * (2 * BLOCK_SIZE)
+
+
+class SourceChanged(DreamError, OSError):
+    """A source file is not what the layer's key was computed from (edited, grown, shrunk).
+    Also an OSError: the bytes on disk are not what they were a moment ago."""
+
+    def __init__(self, message: str) -> None:
+        DreamError.__init__(self, message)
+
+
+def _layer(label: str) -> str:
+    return f"layer {label}: " if label else ""
+
+
+def _file_chunks(entry: Entry, label: str) -> Iterator[bytes]:
+    assert entry.source is not None, entry.path
+    digest = hashlib.sha256() if entry.sha256 else None
+
+    def changed(detail: str = "") -> SourceChanged:
+        return SourceChanged(f"{_layer(label)}{entry.source} changed while the layer was being "
+                             f"built{detail}; run the build again")
+    try:
+        with open(entry.source, "rb") as handle:
+            left = entry.size
+            while left:
+                chunk = handle.read(min(CHUNK, left))
+                if not chunk:
+                    raise changed(f" (changed size: {entry.size} → {entry.size - left} bytes)")
+                left -= len(chunk)
+                if digest is not None:
+                    digest.update(chunk)
+                yield chunk
+            if handle.read(1):
+                raise changed(f" (changed size: {entry.size} → more bytes)")
+    except SourceChanged:
+        raise
+    except OSError as exc:
+        raise DreamError(f"{_layer(label)}cannot read {entry.source}: {exc.strerror or exc}") from None
+    if digest is not None and digest.hexdigest() != entry.sha256:
+        raise changed()

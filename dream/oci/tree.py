@@ -30,6 +30,8 @@ class Entry:
     data: bytes | None = None   # or the bytes themselves
     devmajor: int = 0
     devminor: int = 0
+    sha256: str = ""            # for a ``source``: the hex sha256 its bytes had when the layer's
+                                # key was computed; the tar refuses other bytes (`tar_chunks`)
 
 
 def clean_path(path: str) -> str:
@@ -45,8 +47,9 @@ def clean_path(path: str) -> str:
 class Tree:
     """Entries keyed by path; adding a path again replaces it (later wins)."""
 
-    def __init__(self) -> None:
+    def __init__(self, label: str = "") -> None:
         self.entries: dict[str, Entry] = {}
+        self.label = label  # "image/layer", for the one line that names a file that changed
 
     def add(self, entry: Entry) -> None:
         path = clean_path(entry.path)
@@ -112,4 +115,4 @@ def _order_hardlinks(entries: dict[str, Entry]) -> None:
             if path != first:
                 entries[path] = replace(entries[path] if path != target else entries[first],
                                         path=path, kind=HARDLINK, link=first, size=0,
-                                        source=None, data=None)
+                                        source=None, data=None, sha256="")

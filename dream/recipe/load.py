@@ -13,6 +13,7 @@ from typing import Any
 from dream.errors import DreamError, Location, UserErrors
 from dream.presets import PRESET_DIR
 from dream.recipe.merge import Layer, merge
+from dream.recipe.paths import PathRefused, source_path
 from dream.recipe.model import LayerSpec, Recipe
 from dream.recipe.rules import FORMS
 from dream.recipe.schema import LAYER_KINDS, validator
@@ -76,14 +77,23 @@ class _Loader:
         return own if merged is None else merge(merged, own)
 
     def resolve_import(self, name: str, importer: Path, where: Location | None) -> Path:
-        """A path (``../x.yaml``) against the importing file; a name in the project's own
-        ``layers/`` first, then among the presets shipped with dream."""
+        """A path (``parts/x.yaml``) against the importing file, kept inside the project (or,
+        for a shipped preset, the preset folder) by dream/recipe/paths.py's rule; a name in the
+        project's own ``layers/`` first, then among the presets shipped with dream."""
         if "/" in name or name.endswith((".yaml", ".yml")):
-            candidates = [importer.parent / name]
+            try:
+                candidates = [source_path(name, importer, self.root)]
+            except PathRefused as exc:
+                raise DreamError(f"import {name!r} {exc}", where, "imports") from None
         else:
             candidates = [self.root / MODULE_DIR / f"{name}.yaml", PRESET_DIR / f"{name}.yaml"]
         for candidate in candidates:
             if candidate.is_file():
+                if candidate.is_relative_to(self.root / MODULE_DIR):
+                    try:  # a project module that is a symlink out of the project
+                        return source_path(str(candidate.relative_to(self.root)), self.root / "dodo.py", self.root)
+                    except PathRefused as exc:
+                        raise DreamError(f"import {name!r} {exc}", where, "imports") from None
                 return candidate.resolve()
         looked = " and ".join(self.display(c.resolve()) for c in candidates)
         raise DreamError(f"import {name!r} not found (looked for {looked})", where, "imports")
@@ -232,7 +242,7 @@ def _registry(host: str, settings: dict[str, Any], lines: Lines, root: Path,
     ca_file = None
     if "ca_file" in settings:
         at = ("registries", host, "ca_file")
-        ca_file = host_path(lines, at, settings["ca_file"], root)
+        ca_file = host_path(lines, at, settings["ca_file"], root, contained=False)
         if not ca_file.is_file():
             errors.append(DreamError(f"no such file: {settings['ca_file']}", location_of(lines, at), dotted(at)))
     return HostSettings(plain_http=settings.get("plain_http"), ca_file=str(ca_file) if ca_file else None)
@@ -260,10 +270,15 @@ def _check_services_layers(layers: list[LayerSpec], deployments: dict[str, Deplo
 
 def _file_entry(item: dict[str, Any], at: PathKey, lines: Lines, root: Path,
                 errors: list[DreamError]) -> dict[str, Any]:
-    """Resolve ``src`` against the file that wrote it, and check that it exists."""
+    """Resolve ``src`` against the file that wrote it, keep it inside the project
+    (dream/recipe/paths.py), and check that it exists."""
     item = dict(item)
     if "src" in item:
-        source = host_path(lines, at + ("src",), item["src"], root)
+        try:
+            source = host_path(lines, at + ("src",), item["src"], root)
+        except DreamError as exc:
+            errors.append(exc)
+            return item
         if not source.exists():
             errors.append(DreamError(f"no such file or directory: {item['src']}",
                                      location_of(lines, at + ("src",)), dotted(at + ("src",))))

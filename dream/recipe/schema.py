@@ -83,7 +83,9 @@ FILE_ENTRY = {
                  **doc("Absolute path in the image. For `src` directories, the directory's "
                         "contents go below it.")},
         "src": {"type": "string", "empty": False,
-                **doc("A file or directory on the host, relative to the YAML file that names it.")},
+                **doc("A file or directory on the host, relative to the YAML file that names it; it must "
+                       "stay inside the project after `..` and symlinks are resolved (no absolute "
+                       "paths; a preset may name files in its own folder).")},
         "content": {"type": "string", **doc("The file's text, inline.")},
         "symlink": {"type": "string", "empty": False, **doc("Make `dest` a symbolic link to this target.")},
         "directory": {"type": "boolean", "allowed": [True], **doc("Make `dest` an empty directory.")},
@@ -214,7 +216,8 @@ HOME_FILE = {
         "path": {"type": "string", "required": True, "regex": RELATIVE,
                  **doc("Path relative to the home directory, e.g. `.bashrc`.")},
         "src": {"type": "string", "empty": False,
-                **doc("A host file, relative to the YAML file that names it.")},
+                **doc("A host file, relative to the YAML file that names it, inside the project (as "
+                       "for `files[].src`).")},
         "content": {"type": "string", **doc("The file's text, inline.")},
         "mode": {"type": "string", "regex": MODE_RE, **doc("Octal permission bits; default 0644.")},
     },
@@ -339,7 +342,8 @@ RECIPE = {
     "imports": {"type": "list", "default": [], "schema": {"type": "string", "empty": False},
                 **doc("Modules merged into this file: a name (`sshd` → the project's "
                        "`layers/sshd.yaml`, else dream's `sshd` preset) or a path relative to "
-                       "this file.", [])},
+                       "this file that stays inside the project (no absolute paths, no `..` or "
+                       "symlink out of it).", [])},
     "image": IMAGE,
     "python": PYTHON,
     "layers": {"type": "list", "default": [], "schema": LAYER,
@@ -355,7 +359,8 @@ RECIPE = {
                                                       "loopback registries may do so unasked).")},
             "ca_file": {"type": "string", "empty": False,
                         **doc("A PEM file of CA certificates to trust for this registry, relative "
-                               "to the YAML file that names it.")},
+                               "to the YAML file that names it (a setting of this host, never copied into an "
+                               "image, so it may lie outside the project or be absolute).")},
         }},
         **doc("Per registry host (`name:port`): how to reach it. Credentials never go here: "
                "they come from the Docker config or DREAM_REGISTRY_USERNAME/PASSWORD.", {}),

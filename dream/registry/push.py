@@ -47,7 +47,7 @@ def push_blob(store: Store, client: RegistryClient, repository: str, descriptor:
         if upload is None:
             report.mounted += 1
         else:  # not mounted (or nothing to mount from): the 202 opened an upload session
-            path = store.local_blob(descriptor)  # may fetch it from another registry first
+            path = store.local_blob(descriptor)  # verified (or fetched, verified) before it is sent
             with bar(f"push {descriptor.digest[7:19]}", descriptor.size) as advance:
                 client.upload(upload, descriptor.digest, path, advance)
             report.uploaded += 1
@@ -60,7 +60,7 @@ def push_image(store: Store, manifest: Descriptor, target: Reference, tags: list
     (by digest alone when there are none)."""
     client = client_for(target.host)
     report = PushReport(target.name, manifest.digest)
-    body = store.read_json(manifest.digest)
+    body = store.read_manifest(manifest.digest)  # hashed as it is read, like the manifest sent
     for blob in [body["config"], *body["layers"]]:
         push_blob(store, client, target.repository, Descriptor.from_json(blob), report)
     data = store.read_blob(manifest.digest)

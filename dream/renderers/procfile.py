@@ -33,21 +33,36 @@ def dotenv_value(name: str, value: str) -> str:
     return f'{name}="{escaped}"'
 
 
+LINE_BREAKS = "\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # str.splitlines() breaks, less \n
+
+
 def one_line(script: str) -> str:
-    """A shell script as one Procfile line: as it is, or through printf when it spans lines."""
-    if "\n" not in script and "\r" not in script:
+    """A shell script as one Procfile line: as it is, or through printf when it holds a line
+    break (honcho splits the Procfile with ``splitlines()``: a form feed or U+2028 ends a line
+    too), each such character written as printf's ``\\0nnn`` octal bytes."""
+    if "\n" not in script and not any(char in LINE_BREAKS for char in script):
         return script
     encoded = script.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("'", "'\\''")
+    for char in LINE_BREAKS:
+        encoded = encoded.replace(char, "".join(f"\\0{byte:03o}" for byte in char.encode()))
     return f"eval \"$(printf '%b' '{encoded}')\""
 
 
-def service_line(service: dict[str, Any], deployment: str, root: Path, config_dir: Path) -> str:
-    """The shell script honcho runs for one service."""
+def fits_dotenv(value: str) -> bool:
+    """honcho reads .env with ``splitlines()``: a carriage return (or another line break Python
+    knows: form feed, U+2028 …) ends the line there, and no escape brings one back."""
+    return not any(char in LINE_BREAKS for char in value)
+
+
+def service_line(service: dict[str, Any], deployment: str, root: Path, config_dir: Path,
+                 deployment_env: dict[str, str] | None = None) -> str:
+    """The shell script honcho runs for one service; ``deployment_env`` holds the deployment's
+    variables that .env cannot carry, exported first (the service's own env wins)."""
     steps = [f"cd {shlex.quote(str(root / service['working_dir']) if service['working_dir'] else str(root))}"]
     for volume in service["volumes"]:
         path = shlex.quote(str(root / volume["path"]))
         steps.append(f"mkdir -p {path}" if volume["persistent"] else f"rm -rf {path} && mkdir -p {path}")
-    env: dict[str, str] = {}
+    env: dict[str, str] = dict(deployment_env or {})
     for name in service["env_files"]:
         try:
             env.update(read_env_file(root / name))
@@ -78,6 +93,9 @@ def render(plan: dict[str, Any], root: Path, out: Path) -> dict[str, tuple[str, 
               "# A Procfile starts every process at once and stops all when one exits: start order,",
               "# readiness, restarts and users need `doit run:procfile`, which runs the full model."]
     lines, files = [], {}
+    inline = {k: v for k, v in plan["env"].items() if not fits_dotenv(v)}
+    if inline:
+        header.append("# " + ", ".join(inline) + ": exported by each line (.env cannot hold a carriage return or line break)")
     for service in plan["services"]:
         name = service["name"]
         if not HONCHO_NAME.match(name):
@@ -93,10 +111,10 @@ def render(plan: dict[str, Any], root: Path, out: Path) -> dict[str, tuple[str, 
             notes.append(f"restart {service['restart']}")
         if notes:
             header.append(f"# {name}: " + "; ".join(notes) + " (not expressed here)")
-        lines.append(f"{name}: {service_line(service, plan['name'], root, out / 'config')}")
+        lines.append(f"{name}: {service_line(service, plan['name'], root, out / 'config', inline)}")
         for item in service["config_files"]:
             files[f"config/{name}/{item['path']}"] = (item["content"], int(item["mode"], 8))
-    env_lines = [dotenv_value(k, v) for k, v in plan["env"].items()]
+    env_lines = [dotenv_value(k, v) for k, v in plan["env"].items() if k not in inline]
     env_lines.append(f'PORT="{plan["port_base"]}"')
     files["Procfile"] = ("\n".join(header + lines) + "\n", 0o644)
     files[".env"] = ("\n".join(env_lines) + "\n", 0o600)

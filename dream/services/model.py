@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from dream.errors import DreamError, Location
+from dream.recipe.paths import PathRefused, lexically_below, runtime_path
 from dream.recipe.yamlsource import Lines, PathKey, dotted, host_path, location_of
 
 
@@ -35,6 +36,17 @@ class _Checker:
     def error(self, message: str, at: PathKey) -> None:
         self.errors.append(DreamError(message, location_of(self.lines, at), dotted(at)))
 
+    def below(self, value: str, at: PathKey, where: str = "the deployment's root", on_host: bool = True) -> None:
+        """dream/recipe/paths.py's rule for a path below a deployment's root (the project here,
+        ``/`` in an image) or, with ``on_host=False``, below a folder dream creates."""
+        try:
+            if on_host:
+                runtime_path(value, self.root, where)
+            elif not lexically_below(value) or "\0" in value:
+                raise PathRefused(f"must name something below {where} (got {value!r})")
+        except PathRefused as exc:
+            self.error(str(exc), at)
+
 
 def normalize(doc: dict[str, Any], recipe_name: str, lines: Lines, root: Path) -> tuple[dict[str, Deployment], list[DreamError]]:
     """The recipe's deployments (an implicit one named like the recipe when it has services but
@@ -51,6 +63,8 @@ def normalize(doc: dict[str, Any], recipe_name: str, lines: Lines, root: Path) -
     for name, spec in declared.items():
         members = spec.get("services", list(services))
         at = ("deployments", name)
+        if "log_dir" in spec:
+            check.below(spec["log_dir"], at + ("log_dir",))
         for index, member in enumerate(members):
             if member not in services:
                 check.error(f"no service named {member!r}", at + ("services", index))
@@ -78,16 +92,27 @@ def _service(name: str, spec: dict[str, Any], check: _Checker) -> dict[str, Any]
     files = []
     for index, item in enumerate(spec["config_files"]):
         item = dict(item)
+        check.below(item["path"], at + ("config_files", index, "path"), "the service's config folder",
+                    on_host=False)
         if "src" in item:
-            source = host_path(check.lines, at + ("config_files", index, "src"), item.pop("src"), check.root)
             try:
+                source = host_path(check.lines, at + ("config_files", index, "src"), item.pop("src"), check.root)
                 item["content"] = source.read_text()
+            except DreamError as exc:
+                check.errors.append(exc)
+                item["content"] = ""
             except (OSError, UnicodeDecodeError) as exc:
                 reason = getattr(exc, "strerror", None) or str(exc)
                 check.error(f"cannot read {source}: {reason}", at + ("config_files", index, "src"))
                 item["content"] = ""
         files.append(item)
     spec["config_files"] = files
+    for index, volume in enumerate(spec["volumes"]):
+        check.below(volume["path"], at + ("volumes", index, "path"))
+    for index, name in enumerate(spec["env_files"]):
+        check.below(name, at + ("env_files", index))
+    if "log_file" in spec:
+        check.below(spec["log_file"], at + ("log_file",))
     if spec["oneshot"] and spec["restart"] == "always":
         check.error("a oneshot task cannot restart always (it is meant to finish)", at + ("restart",))
     for probe in ("readiness", "liveness"):

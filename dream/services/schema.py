@@ -12,6 +12,7 @@ import shlex
 from typing import Any
 
 from dream.recipe.rules import ABSOLUTE, ENV_NAME_RE, MODE_RE, RELATIVE, SIGNAL_RE, doc, form, to_text
+from dream.supervisor.plan import signal_number
 
 SERVICE_NAME_RE = form(r"^[a-z0-9][a-z0-9_-]*$", "a name of lowercase letters, digits, _ -, starting with a letter or digit")
 CONDITIONS = ("started", "healthy", "completed_successfully")
@@ -52,9 +53,35 @@ def to_volume(value: Any) -> Any:
     return {"path": value} if isinstance(value, str) else value
 
 
-def duration(text: str, default: float) -> dict[str, Any]:
-    return {"type": "float", "coerce": to_seconds, "min": 0.0, "default": default,
+def duration(text: str, default: float, **rules: Any) -> dict[str, Any]:
+    return {"type": "float", "coerce": to_seconds, "min": 0.0, "default": default, **rules,
             **doc(text + " Seconds, or a string such as `500ms`, `2s`, `1m`.", default)}
+
+
+MIN_BACKOFF = 0.01  # backoff: 0 restarted a crashing service 256 times a second
+MIN_MAX_BACKOFF = 0.1
+
+
+def _at_least(minimum: float, why: str) -> Any:
+    def check(field: str, value: Any, error: Any) -> None:
+        if isinstance(value, float) and 0 <= value < minimum:
+            error(field, f"must be at least {minimum * 1000:g}ms ({why})")
+    return check
+
+
+def _known_signal(field: str, value: Any, error: Any) -> None:
+    """The signal must exist here (``SIGBOGUS`` crashed ``run:procfile`` and PID 1)."""
+    if isinstance(value, str) and re.fullmatch(SIGNAL_RE, value):
+        try:
+            signal_number(value)
+        except ValueError as exc:
+            error(field, str(exc))
+
+
+def _no_nul(field: str, value: Any, error: Any) -> None:
+    """No process can get a NUL in its environment (execve ends the string there)."""
+    if isinstance(value, str) and "\0" in value:
+        error(field, "a NUL character cannot be in an environment value")
 
 
 def shell_or_argv(text: str) -> dict[str, Any]:
@@ -99,11 +126,13 @@ VOLUME = {
     "type": "dict", "coerce": to_volume,
     "schema": {
         "path": {"type": "string", "required": True, "empty": False,
-                 **doc("Directory; relative paths are below the deployment's root (the project "
-                        "directory on the host, `/` in an image).")},
+                 **doc("Directory below the deployment's root (the project directory on the host, "
+                        "`/` in an image): relative, strictly below the root, no `..` or symlink "
+                        "out of it (write `var/lib/db` for `/var/lib/db` in an image).")},
         "persistent": {"type": "boolean", "default": True,
                        **doc("Keep the contents between runs; false wipes the directory each "
-                              "time the deployment starts.", True)},
+                              "time the deployment starts (only ever below the deployment's "
+                              "root).", True)},
         "mode": {"type": "string", "regex": MODE_RE, "default": "0755",
                  **doc("Permission bits when the directory is created.", "0755")},
     },
@@ -114,10 +143,11 @@ CONFIG_FILE = {
     "exactly_one_of": ["src", "content"],
     "schema": {
         "path": {"type": "string", "required": True, "regex": RELATIVE,
-                 **doc("Path below the service's config directory, which the process finds in "
-                        "`$DREAM_CONFIG_DIR` (also `$XDG_CONFIG_HOME`).")},
+                 **doc("Path below the service's config directory (no `..` out of it), which the "
+                        "process finds in `$DREAM_CONFIG_DIR` (also `$XDG_CONFIG_HOME`).")},
         "src": {"type": "string", "empty": False,
-                **doc("A host file, relative to the YAML file that names it; read at render time.")},
+                **doc("A host file, relative to the YAML file that names it, inside the project (as "
+                        "for `files[].src`); read at render time.")},
         "content": {"type": "string", **doc("The file's text, inline.")},
         "mode": {"type": "string", "regex": MODE_RE, "default": "0644",
                  **doc("Permission bits.", "0644")},
@@ -136,11 +166,12 @@ SERVICE = {
                  **doc("Arguments appended to the command (quoted for the shell when the "
                         "command is a string).", [])},
         "env": {"type": "dict", "default": {}, "keysrules": {"type": "string", "regex": ENV_NAME_RE},
-                "valuesrules": {"type": "string", "coerce": to_text},
+                "valuesrules": {"type": "string", "coerce": to_text, "check_with": _no_nul},
                 **doc("Environment variables, taken literally (no `$` expansion).", {})},
         "env_files": {"type": "list", "default": [], "schema": {"type": "string", "empty": False},
                       **doc("Env files (`KEY=value` lines) read when the service starts, before "
-                             "`env`; relative to the deployment's root. A missing file is an error.", [])},
+                             "`env`; relative paths below the deployment's root (no absolute paths, no `..` "
+                             "or symlink out of it). A missing file is an error.", [])},
         "working_dir": {"type": "string", "empty": False,
                         **doc("Working directory; default: the deployment's root.")},
         "user": {"type": "string", "empty": False,
@@ -172,9 +203,12 @@ SERVICE = {
         "max_restarts": {"type": "integer", "min": 0, "default": 5,
                          **doc("Restarts in a row before giving up (0: never give up). A run longer "
                                 "than `max_backoff` starts the count again.", 5)},
-        "backoff": duration("Delay before the first restart; it doubles with each restart in a row.", 1.0),
-        "max_backoff": duration("The longest delay between restarts.", 30.0),
-        "stop_signal": {"type": "string", "regex": SIGNAL_RE, "default": "SIGTERM",
+        "backoff": duration("Delay before the first restart (at least 10ms); it doubles with each "
+                            "restart in a row.", 1.0,
+                            check_with=_at_least(MIN_BACKOFF, "a crashing service would restart without pause")),
+        "max_backoff": duration("The longest delay between restarts (at least 100ms).", 30.0,
+                                check_with=_at_least(MIN_MAX_BACKOFF, "at most 10 restarts a second")),
+        "stop_signal": {"type": "string", "regex": SIGNAL_RE, "check_with": _known_signal, "default": "SIGTERM",
                         **doc("Signal that asks the service to stop (sent to its process group).",
                                "SIGTERM")},
         "stop_grace_period": duration("Time from the stop signal to SIGKILL of the service's "
@@ -188,8 +222,8 @@ SERVICE = {
                             **doc("Its end (after any restarts) does not stop the deployment. "
                                    "Otherwise a service that ends stops every other one.", False)},
         "log_file": {"type": "string", "empty": False,
-                     **doc("Also append the service's raw output lines to this file (relative "
-                            "to the deployment's root).")},
+                     **doc("Also append the service's raw output lines to this file (a relative "
+                            "path below the deployment's root, as for `volumes`).")},
     },
 }
 
@@ -202,14 +236,15 @@ DEPLOYMENT = {
                     **doc("Run by `doit run:procfile` when no deployment is named (with one "
                            "deployment in the project, that one is the default).", False)},
         "env": {"type": "dict", "default": {}, "keysrules": {"type": "string", "regex": ENV_NAME_RE},
-                "valuesrules": {"type": "string", "coerce": to_text},
+                "valuesrules": {"type": "string", "coerce": to_text, "check_with": _no_nul},
                 **doc("Environment of every service (the Procfile renderer writes it to `.env`).", {})},
         "port_base": {"type": "integer", "min": 1, "max": 65535, "default": 5000,
                       **doc("`PORT` of the first service; each next service gets 100 more and "
                              "each replica 1 more (honcho's and foreman's rule).", 5000)},
         "user": {"type": "string", "empty": False, **doc("Default `user` of its services.")},
         "log_dir": {"type": "string", "empty": False,
-                    **doc("Write each process's raw output to `<log_dir>/<service>.<n>.log` too.")},
+                    **doc("Write each process's raw output to `<log_dir>/<service>.<n>.log` too (a "
+                           "relative path below the deployment's root, as for `volumes`).")},
     },
 }
 

@@ -10,6 +10,11 @@
   to hold a blob. A descriptor whose blob is only there (a base image's layer, a layer found in
   the remote cache) counts as available: its bytes are fetched, verified, only when something
   reads them (`local_blob`), and a push to the same registry mounts it instead of uploading.
+- A blob is trusted only once its bytes were hashed on this machine: a marker
+  (``dream/verified/<hex>``) records the file's stat (size, mtime, ctime, inode) as it was when
+  hashed, so an unchanged file is not hashed again (a no-op build stays a few stats), while a
+  blob changed in any way is hashed afresh, and one that no longer matches its digest counts as
+  absent: the next build or fetch replaces it (`BlobWriter.commit`), reads refuse it.
 - doit's own database has no locking: builds hold a shared lock on the store and ``gc`` an
   exclusive one; read-modify-write of ``index.json`` takes a short exclusive lock of its own.
 """
@@ -51,9 +56,28 @@ class Descriptor:
         return out
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Descriptor":
-        return cls(mediaType=data["mediaType"], digest=data["digest"], size=data["size"],
-                   annotations=data.get("annotations", {}), diffID=data.get("diffID", ""))
+    def from_json(cls, data: Any) -> "Descriptor":
+        """A descriptor from its JSON; anything of another shape is a `DreamError`."""
+        if not isinstance(data, dict):
+            raise DreamError(f"not a content descriptor: {_excerpt(data)}")
+        values = {"mediaType": data.get("mediaType"), "digest": data.get("digest"), "size": data.get("size"),
+                  "annotations": data.get("annotations", {}), "diffID": data.get("diffID", "")}
+        if not (isinstance(values["mediaType"], str) and isinstance(values["digest"], str)
+                and type(values["size"]) is int and values["size"] >= 0  # noqa: E721 (bool is no size)
+                and isinstance(values["annotations"], dict) and isinstance(values["diffID"], str)
+                and all(isinstance(k, str) and isinstance(v, str) for k, v in values["annotations"].items())):
+            raise DreamError(f"not a content descriptor: {_excerpt(data)}")
+        return cls(**values)
+
+
+def _excerpt(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def blob_stamp(stat: os.stat_result) -> str:
+    """What a verified blob's marker records: any write, replacement or chmod changes it."""
+    return f"{stat.st_size} {stat.st_mtime_ns} {stat.st_ctime_ns} {stat.st_ino}"
 
 
 def file_sha256(path: Path | str) -> str:
@@ -71,39 +95,66 @@ def canonical_json(value: Any) -> bytes:
 
 
 class BlobWriter:
-    """Streams bytes into a temporary file, hashing them; `commit` makes the blob visible."""
+    """Streams bytes into a temporary file, hashing them; `commit` makes the blob visible.
+
+    A store that cannot be written (a full disk, a read-only or missing ``dream/tmp``) is one
+    line (`DreamError`), and the temporary file is always removed: nothing half-written stays.
+    """
 
     def __init__(self, store: "Store") -> None:
         self.store = store
-        fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="blob-")
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide blobs from other users' tools
+        fd, name = store.temporary("blob-")  # one line when dream/tmp cannot take a file
         self.path = Path(name)
-        self.file: BinaryIO = os.fdopen(fd, "wb")
+        try:
+            self.file: BinaryIO = os.fdopen(fd, "wb")
+        except OSError as exc:
+            os.close(fd)
+            self.path.unlink(missing_ok=True)
+            raise self._failed(exc) from None
         self.hash = hashlib.sha256()
         self.size = 0
 
+    def _failed(self, exc: OSError) -> DreamError:
+        return DreamError(f"cannot write to the store {self.store.root}: {exc.strerror or exc}")
+
     def write(self, data: bytes) -> None:
         if data:
+            try:
+                self.file.write(data)
+            except OSError as exc:
+                self.abort()
+                raise self._failed(exc) from None
             self.hash.update(data)
-            self.file.write(data)
             self.size += len(data)
 
     def commit(self) -> tuple[str, int]:
         """Flush, fsync and rename into place; returns (digest, size)."""
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
         digest = "sha256:" + self.hash.hexdigest()
-        target = self.store.blob_path(digest)
-        if target.exists() and target.stat().st_size == self.size:
-            self.path.unlink()
-        else:
-            os.replace(self.path, target)
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            target = self.store.blob_path(digest)
+            if self.store.has_blob(digest, self.size, rehash=False):
+                self.path.unlink()  # the same bytes, already checked on this machine
+            else:
+                os.replace(self.path, target)  # absent, or not known good: ours are
+                with contextlib.suppress(OSError, DreamError):  # a marker only saves a hash
+                    self.store.mark_verified(digest)
+        except OSError as exc:
+            self.abort()
+            raise self._failed(exc) from None
         return digest, self.size
 
     def abort(self) -> None:
-        self.file.close()
-        self.path.unlink(missing_ok=True)
+        """Drop the temporary file; closing it may fail again (the bytes it still buffers
+        cannot be written to a full disk), which must not keep the file on disk."""
+        try:
+            self.file.close()
+        except OSError:
+            pass
+        finally:
+            self.path.unlink(missing_ok=True)
 
 
 class Store:
@@ -117,11 +168,19 @@ class Store:
         self.tmp_dir = self.meta / "tmp"
         self.locks = self.meta / "locks"
         self.sources_dir = self.meta / "sources"
+        self.verified = self.meta / "verified"
+        self._checked: dict[str, tuple[str, bool]] = {}  # hex → (stamp, verdict), this process
 
     # -- set-up ---------------------------------------------------------------------------
     def init(self) -> "Store":
         """Create the layout if missing (idempotent, safe to race)."""
-        for directory in (self.blobs, self.refs, self.tmp_dir, self.locks, self.sources_dir):
+        for directory in (self.tmp_dir, self.locks, self.verified):  # dream's scratch: no data
+            if directory.exists() and not directory.is_dir():  # kept aside, never deleted
+                os.replace(directory, directory.with_name(directory.name + ".not-a-directory"))
+        for directory in (self.blobs, self.refs, self.tmp_dir, self.locks, self.sources_dir, self.verified):
+            if directory.exists() and not directory.is_dir():
+                raise DreamError(f"{directory}: not a directory (the store keeps its "
+                                 f"{directory.name} there); remove it, or run `doit verify --repair`")
             directory.mkdir(parents=True, exist_ok=True)
         layout = self.root / "oci-layout"
         if not layout.exists():
@@ -137,6 +196,9 @@ class Store:
     def lock(self, name: str, shared: bool = False) -> Iterator[None]:
         """An `flock` on ``dream/locks/<name>.lock``: "store" (builds shared, gc exclusive), "index"."""
         self.locks.mkdir(parents=True, exist_ok=True)
+        if name == "store" and shared:  # a build: gc spares what it makes (dream/store/running.py)
+            from dream.store.running import register
+            register(self)
         with open(self.locks / f"{name}.lock", "a+b") as handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
             try:
@@ -151,22 +213,102 @@ class Store:
             raise DreamError(f"unsupported digest {digest!r}")
         return self.blobs / hexdigest
 
-    def has_blob(self, digest: str, size: int | None = None) -> bool:
+    def has_blob(self, digest: str, size: int | None = None, rehash: bool = True) -> bool:
+        """The blob is here, of ``size``, and its bytes are ``digest``'s: hashed once on this
+        machine, then trusted while the file's stat stays as it was (see `mark_verified`).
+        A file that fails the check counts as absent, so whatever needs it makes it again.
+        ``rehash=False`` trusts only a marker, never hashing (a writer about to replace it)."""
+        path = self.blob_path(digest)
+        for _ in range(3):  # a file replaced while it was hashed is looked at again
+            try:
+                before = path.stat()
+            except OSError:
+                return False
+            if size is not None and before.st_size != size:
+                return False
+            stamp = blob_stamp(before)
+            known = self._checked.get(path.name)
+            if known is not None and known[0] == stamp:
+                return known[1]
+            if self._marker_says(path.name, stamp):
+                self._checked[path.name] = (stamp, True)
+                return True
+            if not rehash:
+                return False
+            try:
+                good = file_sha256(path) == path.name
+                after = blob_stamp(path.stat())
+            except OSError:
+                return False
+            if after != stamp:
+                continue
+            self._checked[path.name] = (stamp, good)
+            if good:
+                with contextlib.suppress(OSError, DreamError):  # a marker only saves a later hash
+                    self._write_marker(path.name, stamp)
+            return good
+        return False
+
+    def _marker_says(self, hexdigest: str, stamp: str) -> bool:
+        try:
+            return (self.verified / hexdigest).read_text() == stamp
+        except (OSError, UnicodeDecodeError):
+            return False
+
+    def _write_marker(self, hexdigest: str, stamp: str) -> None:
+        # no fsync: a marker lost in a crash only costs one more hash of that blob
+        self.verified.mkdir(parents=True, exist_ok=True)
+        fd, name = self.temporary("mark-")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(stamp)
+            os.replace(name, self.verified / hexdigest)
+        except BaseException:
+            Path(name).unlink(missing_ok=True)
+            raise
+
+    def mark_verified(self, digest: str) -> None:
+        """Record that the blob's bytes were just checked (written by us, or hashed)."""
+        path = self.blob_path(digest)
+        stamp = blob_stamp(path.stat())
+        self._checked[path.name] = (stamp, True)
+        self._write_marker(path.name, stamp)
+
+    def forget_blob(self, digest: str) -> None:
+        """Remove a blob and its marker (gc of an unused blob, `verify --repair` of a corrupt one)."""
+        path = self.blob_path(digest)
+        path.unlink(missing_ok=True)
+        (self.verified / path.name).unlink(missing_ok=True)
+        self._checked.pop(path.name, None)
+
+    def verified_path(self, descriptor: Descriptor) -> Path:
+        """The blob's file, whose bytes were checked against its digest (`has_blob`); a blob
+        that is corrupt or absent is one line. What streams bytes out (load, push) reads these."""
+        if not self.has_blob(descriptor.digest, descriptor.size):
+            raise DreamError(self._unusable(descriptor.digest, descriptor.size))
+        return self.blob_path(descriptor.digest)
+
+    def _unusable(self, digest: str, size: int | None = None) -> str:
         path = self.blob_path(digest)
         try:
             actual = path.stat().st_size
-        except FileNotFoundError:
-            return False
-        return size is None or actual == size
+        except OSError:
+            return f"blob {digest} is missing from the store; build the image again"
+        what = f"has {actual} bytes, not {size}" if size is not None and actual != size else "does not match its digest"
+        return (f"blob {digest} in the store is corrupt ({what}); the next build or fetch replaces "
+                "it, `doit verify --repair` removes it")
 
     def available(self, descriptor: Descriptor) -> bool:
         """In the store, or known to be in a registry repository it can be fetched from."""
         return self.has_blob(descriptor.digest, descriptor.size) or bool(self.sources(descriptor.digest))
 
     def local_blob(self, descriptor: Descriptor) -> Path:
-        """The blob's file; a blob known only by its sources is fetched (and verified) first."""
+        """The blob's file, verified (`has_blob`); a blob known only by its sources, or corrupt
+        here but held by one of them, is fetched (and verified) first."""
         if not self.has_blob(descriptor.digest, descriptor.size):
             if not self.sources(descriptor.digest):
+                if self.blob_path(descriptor.digest).exists():
+                    raise DreamError(self._unusable(descriptor.digest, descriptor.size))
                 raise DreamError(f"blob {descriptor.digest} is not in the store and has no known source")
             from dream.registry.fetch import fetch_blob  # the store itself never needs the network
             fetch_blob(self, descriptor)
@@ -218,10 +360,31 @@ class Store:
         return Descriptor(media_type, digest, size)
 
     def read_blob(self, digest: str) -> bytes:
-        return self.blob_path(digest).read_bytes()
+        """A small blob's bytes (config, manifest), hashed on every read: never unverified."""
+        try:
+            data = self.blob_path(digest).read_bytes()
+        except FileNotFoundError:
+            raise DreamError(self._unusable(digest)) from None
+        except OSError as exc:
+            raise DreamError(f"blob {digest}: cannot read it: {exc.strerror or exc}") from None
+        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            raise DreamError(self._unusable(digest))
+        return data
 
     def read_json(self, digest: str) -> Any:
-        return json.loads(self.read_blob(digest))
+        try:
+            return json.loads(self.read_blob(digest))
+        except (ValueError, RecursionError) as exc:
+            raise DreamError(f"blob {digest} is not JSON ({exc})") from None
+
+    def read_manifest(self, digest: str) -> dict[str, Any]:
+        """An image manifest: its config and layers as descriptors' JSON (checked shape)."""
+        body = self.read_json(digest)
+        if not (isinstance(body, dict) and isinstance(body.get("layers", []), list)):
+            raise DreamError(f"blob {digest} is not an image manifest")
+        for child in [body.get("config"), *body.get("layers", [])]:
+            Descriptor.from_json(child)  # raises for anything that is not one
+        return body
 
     # -- refs: input key → descriptor ----------------------------------------------------
     def _ref_path(self, key: str) -> Path:
@@ -230,16 +393,27 @@ class Store:
     def get_ref(self, key: str) -> Descriptor | None:
         """The descriptor built for ``key``, if its blob is present or has a known source."""
         try:
-            data = json.loads(self._ref_path(key).read_bytes())
-        except (FileNotFoundError, ValueError):
-            return None
-        descriptor = Descriptor.from_json(data)
+            descriptor = self.read_ref(self._ref_path(key))
+        except (OSError, DreamError):
+            return None  # no ref, or one that is not a descriptor: the build makes it afresh
         return descriptor if self.available(descriptor) else None
+
+    def read_ref(self, path: Path) -> Descriptor:
+        """The descriptor in a ref file; `DreamError` if it holds anything else, or was
+        written for another key (a ref copied over another: its layer is not this key's)."""
+        try:
+            data = json.loads(path.read_bytes())
+            descriptor = Descriptor.from_json(data)
+        except (ValueError, RecursionError, DreamError) as exc:
+            raise DreamError(f"ref {path.stem}: not a descriptor ({exc})") from None
+        if data.get("key", path.stem) != path.stem:  # refs written before keys were recorded have none
+            raise DreamError(f"ref {path.stem}: written for another key ({_excerpt(data.get('key'))})")
+        return descriptor
 
     def put_ref(self, key: str, descriptor: Descriptor) -> None:
         path = self._ref_path(key)
         path.parent.mkdir(exist_ok=True)
-        self._write_atomic(path, canonical_json(asdict(descriptor)))
+        self._write_atomic(path, canonical_json({**asdict(descriptor), "key": key}))
 
     def drop_ref(self, key: str) -> bool:
         """Forget what ``key`` built (`doit clean`): the next build makes the layer again. The
@@ -252,15 +426,45 @@ class Store:
 
     # -- index ----------------------------------------------------------------------------
     def index(self) -> dict[str, Any]:
-        index: dict[str, Any] = json.loads((self.root / "index.json").read_bytes())
+        """index.json, checked: an object whose ``manifests`` are descriptors (FileNotFoundError
+        if there is none; any other damage is one line saying how to recover)."""
+        path = self.root / "index.json"
+        try:
+            index = json.loads(path.read_bytes())
+            if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
+                raise DreamError("no list of manifests")
+            for entry in index["manifests"]:
+                Descriptor.from_json(entry)
+                if not isinstance(entry.get("annotations", {}).get(REF_NAME, ""), str):
+                    raise DreamError(f"{REF_NAME} is not a string")
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, RecursionError, DreamError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or "empty"
+            raise DreamError(f"{path}: not an OCI image index ({reason}); run `doit verify --repair` "
+                             "to set it aside (each `doit build:<image>` then tags its image again)") from None
         return index
 
     def tagged(self, name: str) -> Descriptor | None:
-        """The manifest descriptor tagged ``name`` in index.json."""
+        """The manifest descriptor tagged ``name`` in index.json; None also when that manifest
+        or its config is missing or corrupt here (so a build counts as not done and writes them
+        again; layers are the refs' business)."""
         for entry in self.index()["manifests"]:
             if entry.get("annotations", {}).get(REF_NAME) == name:
-                return Descriptor.from_json(entry)
+                descriptor = Descriptor.from_json(entry)
+                return descriptor if self._whole(descriptor) else None
         return None
+
+    def _whole(self, manifest: Descriptor) -> bool:
+        if not self.has_blob(manifest.digest, manifest.size):
+            return False
+        if not manifest.mediaType.endswith(".manifest.v1+json") and not manifest.mediaType.endswith(".manifest.v2+json"):
+            return True  # an image index (not written by dream): its parts are verify's business
+        try:
+            config = Descriptor.from_json(self.read_manifest(manifest.digest).get("config"))
+        except DreamError:
+            return False
+        return self.has_blob(config.digest, config.size)
 
     def tag(self, name: str, manifest: Descriptor) -> None:
         """Point ``name`` at ``manifest`` (replacing an older entry of that name)."""
@@ -291,10 +495,20 @@ class Store:
         self._write_atomic(self.root / "index.json", json.dumps(index, indent=2, sort_keys=True).encode() + b"\n")
 
     # -- helpers --------------------------------------------------------------------------
+    def temporary(self, prefix: str) -> tuple[int, str]:
+        """A new file in ``dream/tmp`` (mode 0644): its descriptor and name; one line if it
+        cannot be made (``dream/tmp`` replaced by a file, unwritable, …)."""
+        try:
+            self.tmp_dir.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix=prefix)
+        except OSError as exc:
+            hint = "; remove it, or run `doit verify --repair`" if self.tmp_dir.is_file() else ""
+            raise DreamError(f"{self.tmp_dir}: cannot write a temporary file: {exc.strerror or exc}{hint}") from None
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide blobs from other users' tools
+        return fd, name
+
     def _write_atomic(self, path: Path, data: bytes) -> None:
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=self.tmp_dir, prefix="meta-")
-        os.fchmod(fd, 0o644)
+        fd, name = self.temporary("meta-")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)

@@ -8,7 +8,10 @@ python-dotenv users write.
 - no ``$`` expansion anywhere: what is written is what the process gets.
 
 A malformed line is an error naming the file and line, never skipped in silence (honcho
-ignores what it cannot parse, and a missing env file too: honcho#196).
+ignores what it cannot parse, and a missing env file too: honcho#196). The file is UTF-8
+(a leading byte-order mark is skipped; other bytes are an error naming the line); lines end
+at ``\n`` (``\r\n`` too) and nowhere else, so a form feed or U+2028 inside a value stays in
+it; a NUL in a value is an error (no process environment can hold one).
 """
 
 from __future__ import annotations
@@ -44,7 +47,9 @@ def _double_quoted(text: str, where: str) -> str:
 
 def parse_env(text: str, name: str = "<env>") -> dict[str, str]:
     values: dict[str, str] = {}
-    for number, line in enumerate(text.splitlines(), 1):
+    text = text.removeprefix("\ufeff")
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         where = f"{name}:{number}"
@@ -64,12 +69,20 @@ def parse_env(text: str, name: str = "<env>") -> dict[str, str]:
             values[key] = raw[1:end]
         else:
             values[key] = re.split(r"\s+#", raw, maxsplit=1)[0].rstrip()
+        if "\0" in values[key]:
+            raise EnvFileError(f"{where}: {key}: a NUL character cannot be in an environment value")
     return values
 
 
 def read_env_file(path: Path) -> dict[str, str]:
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as exc:
         raise EnvFileError(f"env file {path}: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise EnvFileError(f"{path}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x}); "
+                           "env files are UTF-8 text") from None
     return parse_env(text, str(path))

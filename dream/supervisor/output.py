@@ -40,7 +40,7 @@ class Printer:
         self._write(b"".join(prefix + line + b"\n" for line in lines))
 
     def system(self, message: str) -> None:
-        self.lines(SYSTEM, [message.encode()])
+        self.lines(SYSTEM, [message.encode(errors="backslashreplace")])
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)

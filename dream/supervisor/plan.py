@@ -4,6 +4,7 @@ objects out). The plan is written by dream, so this reader checks shape, not use
 from __future__ import annotations
 
 import json
+import re
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,13 +91,29 @@ def _probe(data: dict[str, Any] | None) -> Probe | None:
 
 
 def signal_number(name: Any) -> int:
-    """``"SIGTERM"``, ``"TERM"`` or ``15`` → 15."""
-    if isinstance(name, int):
-        return name
-    text = str(name).upper()
+    """``"SIGTERM"``, ``"TERM"``, ``"SIGRTMIN+3"`` or ``15`` → 15; ValueError for anything that is
+    no signal of this system (``SIGBOGUS``, ``0``, ``99``)."""
+    if isinstance(name, bool) or not isinstance(name, (int, str)):
+        raise ValueError(f"{name!r} is not a signal")
+    text = str(name).strip().upper()
+    number: int | None = None
     if text.isdigit():
-        return int(text)
-    return int(getattr(signal, text if text.startswith("SIG") else "SIG" + text))
+        number = int(text)
+    else:
+        text = text if text.startswith("SIG") else "SIG" + text
+        match = re.fullmatch(r"SIG(RTMIN|RTMAX)([+-]\d+)?", text)
+        if match:
+            base = signal.SIGRTMIN if match.group(1) == "RTMIN" else signal.SIGRTMAX
+            number = int(base) + int(match.group(2) or 0)
+            if not signal.SIGRTMIN <= number <= signal.SIGRTMAX:
+                number = None
+        elif text in signal.Signals.__members__:
+            number = int(signal.Signals[text])
+    if number is None or number not in signal.valid_signals():
+        raise ValueError(f"{name!r} is not a signal of this system (SIGTERM, SIGINT, SIGQUIT, "
+                         "SIGHUP, SIGUSR1, SIGKILL … or a number from 1 to "
+                         f"{int(signal.SIGRTMAX)})")
+    return number
 
 
 def _service(index: int, data: dict[str, Any]) -> Service:
@@ -128,4 +145,11 @@ def plan_from_json(data: dict[str, Any]) -> Plan:
 
 
 def read_plan(path: Path) -> Plan:
-    return plan_from_json(json.loads(path.read_text()))
+    """The plan at ``path``; ValueError (one line) for anything that is not a readable plan."""
+    try:
+        return plan_from_json(json.loads(path.read_bytes().decode("utf-8")))
+    except OSError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise ValueError(detail) from None

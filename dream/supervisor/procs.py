@@ -10,9 +10,19 @@ import os
 import pwd
 import signal
 import subprocess
+from typing import Any
 from dataclasses import dataclass
 
+PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+
+_prctl: Any
+try:
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+    _prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    _prctl.restype = ctypes.c_int
+except (OSError, AttributeError):  # not Linux, or no libc to ask
+    _prctl = None
 
 
 def become_subreaper() -> bool:
@@ -20,11 +30,20 @@ def become_subreaper() -> bool:
     killed at shutdown. Returns False where the kernel or libc refuses."""
     if os.getpid() == 1:
         return True
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+    return _prctl is not None and _prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+
+
+def _die_with(parent: int):  # type: ignore[no-untyped-def]
+    """A ``preexec_fn``: the child gets SIGKILL when the thread that spawned it (the supervisor's
+    loop) dies, even by SIGKILL. It runs after the switch to the service's user (a change of
+    credentials would clear it) and survives the exec (not of a set-user-ID program). A parent
+    that died before this ran is caught by the ``getppid`` check."""
+    def preexec() -> None:
+        if _prctl is not None:
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return preexec
 
 
 @dataclass(frozen=True)
@@ -58,13 +77,13 @@ def spawn(argv: list[str], env: dict[str, str], cwd: str | None, who: Identity |
           capture: bool = True) -> subprocess.Popen:
     """Start ``argv`` as the leader of a new session (so its process group is its own), with
     stdout and stderr on one pipe and stdin from /dev/null. Raises OSError when it cannot exec."""
-    kwargs = {}
+    kwargs: dict[str, Any] = {}
     if who is not None and (who.uid != os.getuid() or who.gid != os.getgid()):
         kwargs = {"user": who.uid, "group": who.gid, "extra_groups": who.groups}
     return subprocess.Popen(
         argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE if capture else subprocess.DEVNULL, stderr=subprocess.STDOUT,
-        start_new_session=True, close_fds=True, **kwargs)
+        start_new_session=True, close_fds=True, preexec_fn=_die_with(os.getpid()), **kwargs)
 
 
 def signal_group(pgid: int, number: int) -> bool:
@@ -105,10 +124,16 @@ def descendants(root: int) -> list[int]:
     return found
 
 
-def kill_descendants(root: int) -> int:
-    """SIGKILL everything below ``root``; returns how many were signalled."""
+def kill_descendants(root: int, spare: set[int] | frozenset[int] = frozenset()) -> int:
+    """SIGKILL everything below ``root`` but ``spare`` (and what is below it); returns how many
+    were signalled."""
     count = 0
+    spared = set(spare)
+    for pid in spare:
+        spared.update(descendants(pid))
     for pid in descendants(root):
+        if pid in spared:
+            continue
         try:
             os.kill(pid, signal.SIGKILL)
             count += 1
@@ -119,7 +144,7 @@ def kill_descendants(root: int) -> int:
 
 def reap() -> list[tuple[int, int]]:
     """Collect every exited child without blocking: (pid, wait status) pairs."""
-    done = []
+    done: list[tuple[int, int]] = []
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)

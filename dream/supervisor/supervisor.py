@@ -6,7 +6,11 @@ instances are done for good: completed, failed, gave up, skipped (a dependency t
 be met) or stopped. Exit codes: 0 all went well (every service finished, or a stop was asked
 for and done); 1 a service failed (exited when it was not allowed to, gave up, or waited on a
 dependency that can never be met); 2 the deployment could not be set up (volumes, config
-files, log files).
+files, log files, another run of it still going); 3 the supervisor itself failed (an unexpected
+error: one line, the details in ``<runtime_dir>/supervisor-error.log``; every service is killed
+first, never orphaned).
+
+Nothing outlives it, even a SIGKILL of it: see runstate.py.
 """
 
 from __future__ import annotations
@@ -14,12 +18,16 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from .dotenv import EnvFileError, read_env_file
+from . import runstate
+from .dotenv import read_env_file
 from .loop import Loop, Timer
 from .output import LineSplitter, Printer
 from .plan import Plan, Probe, Service
@@ -37,10 +45,21 @@ from .procs import (
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
 FORWARDED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+HUP_WINDOW = 10.0  # seconds: a service killed by a SIGHUP forwarded this recently is started again
+MIN_DELAY = 0.01   # the shortest restart delay, whatever the plan says (backoff: 0 spun)
+STATE_FILE = "run-state.json"
+ERROR_LOG = "supervisor-error.log"
 
 
 class SetupError(Exception):
     pass
+
+
+def restart_delay(service: Service, restarts: int) -> float:
+    """``backoff`` × 2ⁿ⁻¹ up to ``max_backoff``, never under `MIN_DELAY`; the exponent is capped
+    (``2 ** 1024`` overflowed a float after 1025 restarts with ``max_restarts: 0``)."""
+    doubling = 2.0 ** min(max(restarts - 1, 0), 60)
+    return max(MIN_DELAY, min(service.backoff * doubling, service.max_backoff))
 
 
 class Instance:
@@ -70,6 +89,7 @@ class Instance:
         self.probe_ok = 0
         self.probe_failed = 0
         self.splitter: LineSplitter | None = None
+        self.hup_at = 0.0
 
     def cancel_timers(self) -> None:
         for timer in self.timers:
@@ -93,36 +113,163 @@ class Supervisor:
         self.stopping = False
         self.exit_code = 0
         self.done = False
+        self.state_path: str | None = None
+        self.watchdog: subprocess.Popen | None = None
+        self.sessions: set[int] = set()
+        self.recorded: set[tuple[int, int]] = set()
+        self.state_written = self.state_checked = 0.0
 
     # -- running ---------------------------------------------------------------------------
 
     def run(self) -> int:
         old = self.loop.catch_signals(list(STOP_SIGNALS + FORWARDED_SIGNALS) + [signal.SIGCHLD])
         try:
-            become_subreaper()
-            try:
-                self.prepare()
-            except SetupError as exc:
-                self.say(f"cannot start deployment {self.plan.name}: {exc}")
-                return 2
-            self.say(f"deployment {self.plan.name}: {len(self.instances)} processes")
-            self.update()
-            while not self.done:
-                self.loop.run_once(max_wait=1.0)
-                for number in self.loop.take_signals():
-                    self.on_signal(number)
-                for pid, status in reap():
-                    handler = self.children.pop(pid, None)
-                    if handler is not None:
-                        handler(status)
-                self.update()
-            return self.exit_code
+            return self._run()
+        except Exception as exc:  # the one boundary: a line, the details in a file, nothing orphaned
+            self.crashed(exc)
+            return 3
         finally:
             for number, handler in old.items():
                 signal.signal(number, handler)  # type: ignore[arg-type]
             self.loop.close()
             for log in self.logs.values():
-                log.close()  # type: ignore[attr-defined]
+                try:
+                    log.close()  # type: ignore[attr-defined]
+                except OSError:
+                    pass
+            self.end_watch()
+
+    def _run(self) -> int:
+        become_subreaper()
+        try:
+            self.guard()
+            self.prepare()
+        except SetupError as exc:
+            self.say(f"cannot start deployment {self.plan.name}: {exc}")
+            return 2
+        self.say(f"deployment {self.plan.name}: {len(self.instances)} processes")
+        self.update()
+        while not self.done:
+            self.loop.run_once(max_wait=1.0)
+            for number in self.loop.take_signals():
+                self.on_signal(number)
+            for pid, status in reap():
+                handler = self.children.pop(pid, None)
+                if handler is not None:
+                    handler(status)
+            self.update()
+            if not self.done:
+                self.record()
+        return self.exit_code
+
+    def crashed(self, exc: BaseException) -> None:
+        """An unexpected error: kill every process below us, say so in one line, keep the details."""
+        for inst in self.running():
+            signal_group(inst.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        spare = {self.watchdog.pid} if self.watchdog is not None else set()
+        deadline = time.monotonic() + 2
+        while runstate.clean({"pids": [], "sessions": sorted(self.sessions)}, frozenset(spare),
+                             limit=runstate.now_ticks() + runstate.TICKS, rounds=1) or kill_descendants(os.getpid(), spare):
+            reap()
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        reap()
+        where = "stderr"
+        details = "".join(traceback.format_exception(exc))
+        try:
+            folder = self.path(self.plan.runtime_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(folder / ERROR_LOG, "a") as log:
+                log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} deployment {self.plan.name}\n{details}\n")
+            where = str(folder / ERROR_LOG)
+        except (OSError, ValueError):
+            sys.stderr.write(details)
+        self.say(f"internal error: {type(exc).__name__}: {exc} (details in {where}); "
+                 "every service was killed (exit code 3)")
+
+    # -- nothing outlives the supervisor (runstate.py) -----------------------------------------
+
+    def guard(self) -> None:
+        """Clean what a crashed run of this deployment left, refuse to run beside a live one,
+        then start the watchdog and write the first run state. Not as PID 1 (the kernel kills
+        everything with it there) nor where the runtime directory cannot be written."""
+        if os.getpid() == 1:
+            return
+        folder = self.path(self.plan.runtime_dir)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self.say(f"cannot keep a run state in {folder} ({exc.strerror}): a SIGKILL of the "
+                     "supervisor may leave services running")
+            return
+        path = str(folder / STATE_FILE)
+        previous = runstate.read_state(path)
+        if previous is not None:
+            if runstate.alive(previous.get("supervisor")):
+                raise SetupError(f"it already runs (supervisor pid {previous['supervisor'][0]}); stop that one first")
+            killed = runstate.clean(previous)
+            if killed:
+                self.say(f"a crashed run of {self.plan.name} left {killed} processes: killed them")
+        watcher = os.path.join(os.path.dirname(os.path.abspath(runstate.__file__)), "runstate.py")
+        try:
+            self.watchdog = subprocess.Popen(
+                [sys.executable, "-I", watcher, path], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True, cwd="/")
+        except OSError as exc:
+            self.say(f"cannot start the watchdog ({exc.strerror}): a SIGKILL of the supervisor "
+                     "may leave services running")
+        self.state_path = path
+        self.record(force=True)
+
+    def record(self, force: bool = False) -> None:
+        """Rewrite the run state when what runs below us changed (or every `REFRESH` seconds)."""
+        if self.state_path is None:
+            return
+        now = time.monotonic()
+        if not force and now - self.state_checked < 1.0:
+            return
+        spare = {self.watchdog.pid} if self.watchdog is not None else set()
+        table = runstate.snapshot()
+        current = {(pid, table[pid][3]) for pid in runstate.below(os.getpid(), table) if pid not in spare}
+        self.state_checked = now
+        if not force and current == self.recorded and now - self.state_written < runstate.REFRESH:
+            return
+        me = runstate.start_time(os.getpid())
+        try:
+            runstate.write_state(self.state_path, {
+                "supervisor": [os.getpid(), me], "deployment": self.plan.name,
+                "watchdog": self.watchdog.pid if self.watchdog is not None else None,
+                "sessions": sorted(self.sessions), "pids": sorted(current)})
+        except OSError:
+            pass  # best effort: the leaders still die with us (PR_SET_PDEATHSIG)
+        self.recorded = current
+        self.state_written = now
+
+    def spawned(self, pid: int) -> None:
+        self.sessions.add(pid)
+        self.record(force=True)
+
+    def end_watch(self) -> None:
+        """A clean end: tell the watchdog, wait for it, remove the run state."""
+        if self.watchdog is not None:
+            try:
+                self.watchdog.stdin.write(b"done")  # type: ignore[union-attr]
+                self.watchdog.stdin.close()  # type: ignore[union-attr]
+            except OSError:
+                pass
+            try:
+                self.watchdog.wait(5)
+            except subprocess.TimeoutExpired:
+                self.watchdog.kill()
+                self.watchdog.wait()
+            self.watchdog = None
+        if self.state_path is not None:
+            try:
+                os.unlink(self.state_path)
+            except OSError:
+                pass
+            self.state_path = None
 
     def say(self, message: str) -> None:
         self.printer.system(message)
@@ -138,6 +285,8 @@ class Supervisor:
                 self.shutdown(0, f"{name} received: stopping")
         elif number in FORWARDED_SIGNALS:
             for inst in self.running():
+                if number == signal.SIGHUP:
+                    inst.hup_at = time.monotonic()
                 signal_group(inst.pid, number)  # type: ignore[arg-type]
 
     def running(self) -> list[Instance]:
@@ -173,7 +322,7 @@ class Supervisor:
                 for volume in service.volumes:
                     path = self.path(volume.path)
                     if not volume.persistent and path.exists():
-                        shutil.rmtree(path)
+                        self.wipe(service, volume.path)
                     if not path.is_dir():
                         path.mkdir(parents=True, mode=volume.mode)
                         os.chmod(path, volume.mode)
@@ -201,6 +350,21 @@ class Supervisor:
                 inst.splitter = LineSplitter(self.logs.get(log) if log else None)  # type: ignore[arg-type]
         except OSError as exc:
             raise SetupError(f"{exc.filename or ''}: {exc.strerror}") from None
+        except ValueError as exc:  # a NUL in a path, a config file's text that is no Unicode
+            raise SetupError(str(exc)) from None
+
+    def wipe(self, service: Service, value: str) -> None:
+        """Empty a non-persistent volume: only a directory strictly below the deployment's root
+        (symlinks resolved), never the root itself or anything outside it (the recipe loader
+        refuses such paths too: dream/recipe/paths.py)."""
+        root, path = self.root.resolve(), self.path(value)
+        target = path.resolve()
+        if target == root or not target.is_relative_to(root):
+            raise SetupError(f"{service.name}: volume {value!r} is not below the deployment's root "
+                             f"{root} (resolves to {target}); refusing to wipe it")
+        if path.is_symlink():
+            raise SetupError(f"{service.name}: volume {value!r} is a symlink; refusing to wipe it")
+        shutil.rmtree(path)
 
     def config_dir(self, service: Service) -> Path:
         return self.path(self.plan.runtime_dir) / "config" / service.name
@@ -272,11 +436,12 @@ class Supervisor:
                 self.say("every service has finished" + (f"; failed: {', '.join(i.name for i in failed)}" if failed else ""))
                 self.stopping = True
             if self.stopping and not self.running() and not self.probes:
-                leftovers = kill_descendants(os.getpid())
+                spare = {self.watchdog.pid} if self.watchdog is not None else set()
+                leftovers = kill_descendants(os.getpid(), spare)
                 if leftovers:
                     self.say(f"killed {leftovers} leftover processes")
                     deadline = time.monotonic() + 1
-                    while kill_descendants(os.getpid()) and time.monotonic() < deadline:
+                    while kill_descendants(os.getpid(), spare) and time.monotonic() < deadline:
                         reap()
                         time.sleep(0.01)
                 reap()
@@ -306,12 +471,13 @@ class Supervisor:
             env = self.environment(inst, who)
             cwd = str(self.path(service.working_dir)) if service.working_dir else str(self.root)
             proc = spawn(service.argv, env, cwd, who)
-        except (OSError, EnvFileError, SetupError) as exc:
+        except (OSError, ValueError, SetupError) as exc:  # ValueError: EnvFileError, a NUL
             detail = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror else str(exc)
             self.finish(inst, failed=True, outcome=f"could not start ({detail})")
             self.say(f"{inst.name} {inst.outcome}")
             return
         inst.proc, inst.pid = proc, proc.pid
+        self.spawned(proc.pid)
         inst.generation += 1
         inst.state = "running"
         inst.started_once = True
@@ -370,6 +536,12 @@ class Supervisor:
             self.finish(inst, failed=False, outcome=f"stopped ({words})")
             self.say(f"{inst.name} {inst.outcome}")
             return
+        if (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGHUP and reason is None
+                and time.monotonic() - inst.hup_at < HUP_WINDOW):
+            inst.hup_at = 0.0  # SIGHUP means "reload": one that has no handler for it starts again
+            self.say(f"{inst.name} ended on the forwarded SIGHUP: starting it again")
+            self.start(inst)
+            return
         failed = code != 0 or reason in ("readiness", "liveness")
         if service.oneshot and not failed:
             self.finish(inst, failed=False, outcome="completed")
@@ -387,7 +559,7 @@ class Supervisor:
             self.finish(inst, failed=True, outcome=f"gave up after {service.max_restarts} restarts (last: {words})")
             self.say(f"{inst.name} {inst.outcome}")
             return
-        delay = min(service.backoff * 2 ** (inst.restarts - 1), service.max_backoff)
+        delay = restart_delay(service, inst.restarts)
         limit = f"/{service.max_restarts}" if service.max_restarts else ""
         self.say(f"{inst.name} {words}; restart {inst.restarts}{limit} in {delay:.2f}s")
         inst.state = "backoff"
@@ -454,9 +626,10 @@ class Supervisor:
             who = self.identity(service)
             cwd = str(self.path(service.working_dir)) if service.working_dir else str(self.root)
             proc = spawn(probe.argv, self.environment(inst, who), cwd, who)
-        except (OSError, EnvFileError, SetupError) as exc:
+        except (OSError, ValueError, SetupError) as exc:
             done(False, f"cannot run {probe.argv[0]}: {exc}")
             return
+        self.spawned(proc.pid)
         fd = proc.stdout.fileno()  # type: ignore[union-attr]
         os.set_blocking(fd, False)
         captured = bytearray()
