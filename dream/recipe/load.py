@@ -7,6 +7,7 @@ are collected and raised together as `UserErrors`.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from dream.recipe.merge import Layer, merge
 from dream.recipe.paths import PathRefused, source_path
 from dream.recipe.model import LayerSpec, Recipe
 from dream.recipe.rules import FORMS
-from dream.recipe.schema import LAYER_KINDS, validator
+from dream.recipe.schema import LAYER_KINDS, NAME_RE, validator
 from dream.registry.settings import HostSettings
 from dream.registry.reference import parse_reference
 from dream.recipe.yamlsource import Lines, PathKey, dotted, host_path, location_of, read_yaml
@@ -175,7 +176,12 @@ def _check_layer_names(document: dict[str, Any], lines: Lines) -> list[DreamErro
 
 def _normalize(path: Path, display: str, doc: dict[str, Any], lines: Lines, root: Path) -> Recipe:
     image = dict(doc["image"])
-    image.setdefault("name", path.name.removesuffix(".yaml").removesuffix(".yml"))
+    if "name" not in image:
+        image["name"] = path.name.removesuffix(".yaml").removesuffix(".yml")
+        if not re.fullmatch(NAME_RE, image["name"]):
+            raise UserErrors([DreamError(f"the image is named after the file, and {image['name']!r} is no "
+                                         "image name (lowercase letters, digits and . _ - between them): "
+                                         "set image.name or rename the file", Location(display))])
     layers = []
     errors: list[DreamError] = []
     for index, layer in enumerate(doc["layers"]):
@@ -273,6 +279,9 @@ def _file_entry(item: dict[str, Any], at: PathKey, lines: Lines, root: Path,
     """Resolve ``src`` against the file that wrote it, keep it inside the project
     (dream/recipe/paths.py), and check that it exists."""
     item = dict(item)
+    if item.get("dest", "").strip("/") == "" and "src" not in item and "directory" not in item:
+        errors.append(DreamError("a file or symlink cannot replace the image root: name a path below /",
+                                 location_of(lines, at + ("dest",)), dotted(at + ("dest",))))
     if "src" in item:
         try:
             source = host_path(lines, at + ("src",), item["src"], root)

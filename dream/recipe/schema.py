@@ -47,6 +47,16 @@ def to_port(value: Any) -> Any:
     return value
 
 
+def _image_path(field: str, value: Any, error: Any) -> None:
+    """A path in the image: no ``..`` (it would climb out of the image root) and no NUL."""
+    if not isinstance(value, str):
+        return
+    if "\0" in value:
+        error(field, "must not contain a NUL character")
+    elif ".." in value.split("/"):
+        error(field, f"must not climb with '..' (got {value!r}): write the path it means")
+
+
 MAX_ID = 2**32 - 2  # (uid_t)-1 means "no change" to chown: the largest usable id is one less
 
 
@@ -79,7 +89,7 @@ FILE_ENTRY = {
     "type": "dict",
     "exactly_one_of": ["src", "content", "symlink", "directory"],
     "schema": {
-        "dest": {"type": "string", "required": True, "regex": ABSOLUTE,
+        "dest": {"type": "string", "required": True, "regex": ABSOLUTE, "check_with": _image_path,
                  **doc("Absolute path in the image. For `src` directories, the directory's "
                         "contents go below it.")},
         "src": {"type": "string", "empty": False,

@@ -83,9 +83,11 @@ def blob_stamp(stat: os.stat_result) -> str:
 def file_sha256(path: Path | str) -> str:
     """Hex sha256 of a file's bytes, read in 1 MiB chunks (memory stays flat for any size)."""
     digest = hashlib.sha256()
+    buffer = bytearray(1 << 20)  # one buffer for the whole file: no 1 MiB allocation per read,
+    view = memoryview(buffer)    # which fragments the heap of a process hashing gigabytes
     with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
+        while count := handle.readinto(buffer):
+            digest.update(view[:count])
     return digest.hexdigest()
 
 

@@ -51,6 +51,12 @@ CASES = [
     ("port-too-big", "image:\n  ports: ['70000/udp']\n", {}, "bad.yaml:2: image.ports[0]", "a port is 1 to 65535 (got 70000)"),
     ("created-not-a-date", "image:\n  created: '2024-13-45T00:00:00Z'\n", {}, "bad.yaml:2: image.created",
      "must be a real UTC time such as 2026-01-31T12:00:00Z (got '2024-13-45T00:00:00Z')"),
+    ("dest-climbs", "layers:\n  - name: l\n    files:\n      - {dest: /../../etc/passwd, content: x}\n", {},
+     "bad.yaml:4: layers[0].files[0].dest", "must not climb with '..' (got '/../../etc/passwd')"),
+    ("dest-nul", "layers:\n  - name: l\n    files:\n      - {dest: \"/a\\0b\", content: x}\n", {},
+     "bad.yaml:4: layers[0].files[0].dest", "must not contain a NUL character"),
+    ("dest-root", "layers:\n  - name: l\n    files:\n      - {dest: /, content: x}\n", {},
+     "bad.yaml:4: layers[0].files[0].dest", "a file or symlink cannot replace the image root"),
     ("python-requirements", "layers:\n  - name: p\n    python: {requirements: []}\n",
      {}, "bad.yaml:3: layers[0].python.requirements", "min length is 1"),
 ]
@@ -119,3 +125,16 @@ def test_every_pattern_of_both_schemas_has_words() -> None:
     patterns = _patterns(RECIPE)
     assert len(patterns) > 15  # the walk reaches the nested schemas (services included)
     assert sorted(p for p in patterns if p not in FORMS) == []
+
+
+def test_a_file_name_that_is_no_image_name_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "recipes").mkdir()
+    path = tmp_path / "recipes" / "Bad Name.yaml"
+    path.write_text("layers:\n  - name: l\n    files: [{dest: /a, content: x}]\n")
+    with pytest.raises(DreamError) as caught:
+        load_recipe(path, tmp_path)
+    assert str(caught.value) == ("recipes/Bad Name.yaml: the image is named after the file, and 'Bad Name' is no "
+                                 "image name (lowercase letters, digits and . _ - between them): set image.name "
+                                 "or rename the file")
+    path.write_text("image: {name: good}\n" + path.read_text())
+    assert load_recipe(path, tmp_path).name == "good"
