@@ -222,15 +222,17 @@ class Zeros(io.RawIOBase):
 BIG = 200 * 1024 * 1024
 
 MEASURE = textwrap.dedent("""
-    import resource, sys
+    import sys
     from pathlib import Path
     from dream.oci import safety
     from dream.oci.safety import check_layer_file
     safety.MAX_RATIO = 10**9  # zeros pack far past the bomb guard's ratio: this measures memory
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    def peak():  # VmHWM: ru_maxrss survives exec and would start at the parent's size
+        return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    before = peak()
     count = check_layer_file(Path(sys.argv[1]), sys.argv[2], "big")
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(count, (after - before) * 1024)  # ru_maxrss is in KiB on Linux
+    after = peak()
+    print(count, (after - before) * 1024)  # VmHWM is in kB
 """)
 
 
