@@ -10,8 +10,10 @@ import os
 import pwd
 import signal
 import subprocess
-from typing import Any
 from dataclasses import dataclass
+from typing import Any
+
+from . import runstate
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -102,36 +104,20 @@ def group_alive(pgid: int) -> bool:
 
 
 def descendants(root: int) -> list[int]:
-    """Every live process below ``root``, from /proc (children before their parents' siblings)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if fields[0] == b"Z":
-            continue
-        children.setdefault(int(fields[1]), []).append(int(entry))
-    found, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
+    """Every live process below ``root``, from one scan of /proc (runstate's, which the
+    watchdog shares)."""
+    return runstate.below(root, runstate.snapshot())
 
 
 def kill_descendants(root: int, spare: set[int] | frozenset[int] = frozenset()) -> int:
     """SIGKILL everything below ``root`` but ``spare`` (and what is below it); returns how many
     were signalled."""
     count = 0
+    table = runstate.snapshot()  # one scan of /proc for the whole tree
     spared = set(spare)
     for pid in spare:
-        spared.update(descendants(pid))
-    for pid in descendants(root):
+        spared.update(runstate.below(pid, table))
+    for pid in runstate.below(root, table):
         if pid in spared:
             continue
         try:
