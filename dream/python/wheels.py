@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -91,12 +90,6 @@ def install_wheel(path: Path, target: PythonTarget, destdir: Path) -> None:
         bytecode_optimization_levels=(), destdir=str(destdir))
     with WheelFile.open(path) as source:
         install(source, destination, additional_metadata={"INSTALLER": INSTALLER_NAME})
-
-
-def wheel_files(path: Path, target: PythonTarget) -> list[str]:
-    """The image paths (no leading slash) a wheel file's members install to."""
-    with zipfile.ZipFile(path) as archive:
-        return install_paths(archive.namelist(), target)
 
 
 def install_paths(members: Iterable[str], target: PythonTarget) -> list[str]:

@@ -16,7 +16,7 @@ from dream.errors import DreamError, Location
 from dream.oci.tree import Tree
 from dream.python.resolve import Wheel, normalize
 from dream.python.target import PythonTarget
-from dream.python.wheels import wheel_files
+from dream.python.wheels import install_paths
 
 TARGET = PythonTarget("3.11", "manylinux_2_36_x86_64", "/usr/local")
 
@@ -52,7 +52,7 @@ def test_wheel_members_map_to_image_paths(tmp_path: Path) -> None:
         for name in ("demo/__init__.py", "demo-1.0.data/scripts/tool", "demo-1.0.data/headers/demo.h",
                      "demo-1.0.data/data/share/demo.txt", "demo-1.0.dist-info/METADATA"):
             archive.writestr(name, "x")
-    assert wheel_files(path, TARGET) == [
+    assert install_paths(zipfile.ZipFile(path).namelist(), TARGET) == [
         "usr/local/lib/python3.11/dist-packages/demo/__init__.py", "usr/local/bin/tool",
         "usr/local/include/python3.11/demo/demo.h", "usr/local/share/demo.txt",
         "usr/local/lib/python3.11/dist-packages/demo-1.0.dist-info/METADATA"]
