@@ -32,12 +32,9 @@ class FromBuilder:
 
     def lock(self, layer: LayerSpec, recipe: Recipe, earlier: dict[str, Any],
              previous: dict[str, Any]) -> Any:
-        """Resolve the reference; an existing pin for the same reference is kept (a moving tag
-        moves the lock only with `doit lock --upgrade`, which passes no previous entries)."""
+        """Resolve the reference. An unchanged layer never gets here: `dream.lock` keeps its
+        entry, so a moving tag moves the lock only with ``--upgrade`` or ``--upgrade-package``."""
         from dream.registry.resolve import resolve_base
-        kept = previous.get(layer.name, {})
-        if kept.get("ref") == layer.spec and kept.get("architecture") == recipe.image["architecture"]:
-            return {k: v for k, v in kept.items() if k not in ("kind", "settings")}
         try:
             return resolve_base(parse_reference(layer.spec, "from"), recipe.image["architecture"])
         except DreamError as exc:
