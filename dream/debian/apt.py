@@ -20,6 +20,7 @@ from dream.download_cache import die_with_parent, download_scratch
 from dream.errors import DreamError
 from dream.store.layout import file_sha256
 
+_UPDATED: set[Path] = set()  # state directories whose lists this process fetched
 _UNKNOWN = re.compile(r"Unable to locate package (\S+)|Package '([^']+)' has no installation candidate")
 _INST = re.compile(r"^Inst (\S+) \((\S+) .*\[([^\]]+)\]\)")
 
@@ -98,14 +99,19 @@ class Apt:
             raise DreamError(f"{tool} {' '.join(args[:2])} failed: {detail}")
         return result.stdout
 
-    def update(self) -> None:
-        """Fetch package lists from the machine's configured sources into the private state."""
+    def update(self, again: bool = False) -> None:
+        """Fetch package lists from the machine's configured sources into the private state;
+        once per process and state directory (locking several images, or an image's kept and
+        re-resolved Debian layers, asks each time), unless ``again``."""
+        if self.root in _UPDATED and not again:
+            return
         for directory in ("state/lists/partial", "cache/archives/partial"):
             (self.root / directory).mkdir(parents=True, exist_ok=True)
         self.status.touch()
         if self.suite:
             write_sources(self.suite, self.root / "sources.list.d")
         self._run("apt-get", "update")
+        _UPDATED.add(self.root)
 
     def has_lists(self) -> bool:
         lists = self.root / "state" / "lists"
@@ -196,7 +202,7 @@ class Apt:
             try:
                 self._run("apt-get", "download", *(f"{p.name}={p.version}" for p in missing), cwd=Path(scratch))
             except DreamError:
-                self.update()  # lists may be old; one retry with fresh lists
+                self.update(again=True)  # lists may be old; one retry with fresh lists
                 gone = self.vanished(missing)
                 if gone:
                     raise VanishedPins(gone) from None
