@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from doit.exceptions import TaskFailed
 
+from dream.builders.cuda import ENV_SCRIPT
 from dream.builders.home import ENV_FILE
 from dream.errors import DreamError
 from dream.store import open_store
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from dream.tasks import ImageJob
 
 WORKSPACE = "/workspace"
-CUDA_ENTRYPOINT = "/usr/local/bin/dream-cuda-env"
 
 
 def has_nvidia_runtime() -> bool:
@@ -64,8 +64,8 @@ def shell_argv(image_id: str, config: dict[str, Any], user: str, cwd: Path, cmd:
             *(["-e", f"BASH_ENV={env_file}"] if env_file and cmd else []),
             "-v", f"{cwd}:{WORKSPACE}", "-w", WORKSPACE, "--user", user]
     shell = ["bash", *(["-c", cmd] if cmd else [])]
-    if config.get("Entrypoint") == [CUDA_ENTRYPOINT]:
-        return [*argv, "--entrypoint", CUDA_ENTRYPOINT, image_id, *shell]
+    if config.get("Entrypoint") == [ENV_SCRIPT]:
+        return [*argv, "--entrypoint", ENV_SCRIPT, image_id, *shell]
     return [*argv, "--entrypoint", shell[0], image_id, *shell[1:]]
 
 
