@@ -117,10 +117,8 @@ def test_an_unchanged_tree_builds_the_same_bytes(tmp_path: Path) -> None:
 def test_a_layer_task_with_a_changed_file_commits_and_publishes_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from dream.tasks import ImageJob, load_recipes
-    project = make_project(tmp_path / "p", {"f.yaml": FILES}, with_demo=False)
+    project = files_project(tmp_path, "x.txt", b"one\n")
     data = project.root / "recipes" / "data"
-    data.mkdir()
-    (data / "x.txt").write_text("one\n")
     monkeypatch.chdir(project.root)
     monkeypatch.setenv("DREAM_STORE", str(project.store))
     monkeypatch.setenv("DREAM_LAYER_CACHE", "off")
@@ -172,12 +170,17 @@ def without_root_powers() -> None:
             raise OSError(ctypes.get_errno(), "prctl")
 
 
-@pytest.fixture
-def open_project(tmp_path: Path) -> Project:
+def files_project(tmp_path: Path, name: str, content: bytes) -> Project:
+    """A project whose recipe `f` has one files layer over recipes/data, holding ``name``."""
     project = make_project(tmp_path / "p", {"f.yaml": FILES}, with_demo=False)
     (project.root / "recipes" / "data").mkdir()
-    (project.root / "recipes" / "data" / "ok.txt").write_text("ok\n")
+    (project.root / "recipes" / "data" / name).write_bytes(content)
     return project
+
+
+@pytest.fixture
+def open_project(tmp_path: Path) -> Project:
+    return files_project(tmp_path, "ok.txt", b"ok\n")
 
 
 def build_unprivileged(project: Project) -> subprocess.CompletedProcess[str]:
@@ -223,9 +226,7 @@ def doit_limited(project: Project, limit: int, *args: str) -> subprocess.Complet
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_temporary_blob(tmp_path: Path) -> None:
-    project = make_project(tmp_path / "p", {"f.yaml": FILES}, with_demo=False)
-    (project.root / "recipes" / "data").mkdir()
-    (project.root / "recipes" / "data" / "r.bin").write_bytes(os.urandom(4 << 20))
+    project = files_project(tmp_path, "r.bin", os.urandom(4 << 20))
     for _ in range(2):  # each failed build used to leak its temporary blob
         run = doit_limited(project, 1 << 20, "build:f")
         one_line(run, "cannot write to the store")
@@ -257,9 +258,7 @@ def test_abort_removes_the_temporary_file_when_close_fails(tmp_path: Path) -> No
 
 
 def test_a_full_disk_never_truncates_doits_database(tmp_path: Path) -> None:
-    project = make_project(tmp_path / "p", {"f.yaml": FILES}, with_demo=False)
-    (project.root / "recipes" / "data").mkdir()
-    (project.root / "recipes" / "data" / "x.txt").write_text("x\n")
+    project = files_project(tmp_path, "x.txt", b"x\n")
     project.doit("build:f")
     db = project.root / ".dream" / "doit.json"
     before = db.read_text()
@@ -270,9 +269,7 @@ def test_a_full_disk_never_truncates_doits_database(tmp_path: Path) -> None:
 
 
 def test_a_damaged_database_is_set_aside_in_one_line(tmp_path: Path) -> None:
-    project = make_project(tmp_path / "p", {"f.yaml": FILES}, with_demo=False)
-    (project.root / "recipes" / "data").mkdir()
-    (project.root / "recipes" / "data" / "x.txt").write_text("x\n")
+    project = files_project(tmp_path, "x.txt", b"x\n")
     project.doit("build:f")
     db = project.root / ".dream" / "doit.json"
     db.write_text(db.read_text()[:20])  # what an older dream left on a full disk
