@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from doit.exceptions import TaskFailed
 
+from dream.boundary import guard_creator
 from dream.builders import BUILDERS, BuildContext, Part
 from dream.builders.base import image_config_of, parts_of
 from dream.errors import DreamError, UserErrors
@@ -103,21 +104,18 @@ class LayerJob:
     def built(self, store: Store) -> Descriptor | None:
         return store.get_ref(self.key)
 
-    def build(self) -> dict[str, Any] | TaskFailed:
+    def build(self) -> dict[str, Any]:
         """The layer task's action: reuse the store's blob for this key, take it from its
         registry (a base image's layer) or the layer cache, or build it (and publish it)."""
-        try:
-            store = open_store()
-            with store.lock("store", shared=True):
-                descriptor = self.built(store) or self.from_outside(store)
-                if descriptor is None:
-                    descriptor = self.build_here(store)
-                    if self.image.cache:
-                        self.image.cache.publish(store, self.key, descriptor)
-                store.put_ref(self.key, descriptor)
-            return {"digest": descriptor.digest, "key": self.key}
-        except DreamError as exc:
-            return TaskFailed(str(exc))
+        store = open_store()
+        with store.lock("store", shared=True):
+            descriptor = self.built(store) or self.from_outside(store)
+            if descriptor is None:
+                descriptor = self.build_here(store)
+                if self.image.cache:
+                    self.image.cache.publish(store, self.key, descriptor)
+            store.put_ref(self.key, descriptor)
+        return {"digest": descriptor.digest, "key": self.key}
 
     def from_outside(self, store: Store) -> Descriptor | None:
         """A base image's layer (recorded, not downloaded), or a layer in the remote cache."""
@@ -144,11 +142,15 @@ class LayerJob:
         return descriptor
 
     def uptodate(self, task: Any, values: Any) -> bool:
-        """Up to date when the store has this key; never raises (doit would print a traceback)."""
-        try:
-            return self.built(Store(store_path())) is not None
-        except (DreamError, OSError):
-            return False
+        """Up to date when the store has this key. The ref is re-stamped, under the store lock,
+        as the build action would re-write it: `gc` spares what a running build wrote or
+        re-wrote, and an up-to-date layer's blob, which no tag may reach yet, is one of those."""
+        store = open_store()
+        with store.lock("store", shared=True):
+            if self.built(store) is None:
+                return False
+            store.touch_ref(self.key)
+        return True
 
 
 class ImageJob:
@@ -220,55 +222,46 @@ class ImageJob:
             image["cmd"] = cmd
         return image
 
-    def assemble(self) -> dict[str, Any] | TaskFailed:
-        try:
-            store = open_store()
-            with store.lock("store", shared=True):
-                layers = []
-                for job in self.layers:
-                    descriptor = job.built(store)
-                    if descriptor is None:
-                        raise DreamError(f"layer {job.name} is missing from the store "
-                                         "(removed by a concurrent gc?); run the build again")
-                    layers.append((job.name, job.part.comment if job.part else "", descriptor))
-                manifest = write_image(store, self.config(), layers)
-                store.tag(self.recipe.name, manifest)
-            print(f"{self.recipe.name}: {manifest.digest} "
-                  f"({sum(d.size for _, _, d in layers):,} bytes in {len(layers)} layers)")
-            return {"digest": manifest.digest}
-        except DreamError as exc:
-            return TaskFailed(str(exc))
+    def assemble(self) -> dict[str, Any]:
+        store = open_store()
+        with store.lock("store", shared=True):
+            layers = []
+            for job in self.layers:
+                descriptor = job.built(store)
+                if descriptor is None:
+                    raise DreamError(f"layer {job.name} is missing from the store "
+                                     "(removed by a concurrent gc?); run the build again")
+                layers.append((job.name, job.part.comment if job.part else "", descriptor))
+            manifest = write_image(store, self.config(), layers)
+            store.tag(self.recipe.name, manifest)
+        print(f"{self.recipe.name}: {manifest.digest} "
+              f"({sum(d.size for _, _, d in layers):,} bytes in {len(layers)} layers)")
+        return {"digest": manifest.digest}
 
-    def lock(self, upgrade: bool, upgrade_package: list[str]) -> None | TaskFailed:
+    def lock(self, upgrade: bool, upgrade_package: list[str]) -> None:
         """Write the lock, moving only what changed (or what ``--upgrade…`` names)."""
-        try:
-            report = write_lock(self.recipe, Upgrade.of(upgrade, upgrade_package))
-            for line in report:
-                print(f"{self.recipe.lock_path.name}: {line}")
-            return None
-        except DreamError as exc:
-            return TaskFailed(str(exc))
+        report = write_lock(self.recipe, Upgrade.of(upgrade, upgrade_package))
+        for line in report:
+            print(f"{self.recipe.lock_path.name}: {line}")
+        return None
 
-    def push(self, to: list[str]) -> None | TaskFailed:
+    def push(self, to: list[str]) -> None:
         """Push the built image to ``to`` (``--to``, repeatable) or the recipe's ``image.push``."""
         from dream.registry.push import push_image
         from dream.registry.reference import parse_reference
-        try:
-            targets = [parse_reference(t, "push target") for t in (to or self.recipe.image["push"])]
-            if not targets:
-                raise DreamError(f"nowhere to push {self.recipe.name}: set image.push in "
-                                 f"{self.recipe.display} or give --to host/repository")
-            if any(t.digest for t in targets):
-                raise DreamError("a push target is a repository, with a tag at most, not a digest")
-            store = open_store()
-            with store.lock("store", shared=True):  # gc waits: no blob vanishes mid-push
-                manifest = self.tagged(store)
-                for target in targets:
-                    tags = [target.tag] if target.tag else self.recipe.image["tags"]
-                    print(push_image(store, manifest, target, tags))
-            return None
-        except DreamError as exc:
-            return TaskFailed(str(exc))
+        targets = [parse_reference(t, "push target") for t in (to or self.recipe.image["push"])]
+        if not targets:
+            raise DreamError(f"nowhere to push {self.recipe.name}: set image.push in "
+                             f"{self.recipe.display} or give --to host/repository")
+        if any(t.digest for t in targets):
+            raise DreamError("a push target is a repository, with a tag at most, not a digest")
+        store = open_store()
+        with store.lock("store", shared=True):  # gc waits: no blob vanishes mid-push
+            manifest = self.tagged(store)
+            for target in targets:
+                tags = [target.tag] if target.tag else self.recipe.image["tags"]
+                print(push_image(store, manifest, target, tags))
+        return None
 
     def tagged(self, store: Store) -> Descriptor:
         manifest = store.tagged(self.recipe.name)
@@ -293,30 +286,24 @@ class ImageJob:
             raise DreamError("\n".join(problems))
         return missing
 
-    def pull(self) -> None | TaskFailed:
+    def pull(self) -> None:
         """Make the store hold the whole built image."""
-        try:
-            store = open_store()
-            with store.lock("store", shared=True):
-                missing = self.fetch_missing(store, self.tagged(store))
-            print(f"{self.recipe.name}: fetched {len(missing)} blobs "
-                  f"({sum(d.size for d in missing):,} bytes); the store holds the whole image")
-            return None
-        except DreamError as exc:
-            return TaskFailed(str(exc))
+        store = open_store()
+        with store.lock("store", shared=True):
+            missing = self.fetch_missing(store, self.tagged(store))
+        print(f"{self.recipe.name}: fetched {len(missing)} blobs "
+              f"({sum(d.size for d in missing):,} bytes); the store holds the whole image")
+        return None
 
-    def load(self) -> None | TaskFailed:
+    def load(self) -> None:
         from dream.engine import load
-        try:
-            store = open_store()
-            with store.lock("store", shared=True):
-                manifest = self.tagged(store)
-                self.fetch_missing(store, manifest)  # a base layer may still be remote
-                tags = load(store, manifest, self.recipe.name, self.recipe.image["tags"])
-            print(f"loaded {', '.join(tags)}")
-            return None
-        except DreamError as exc:
-            return TaskFailed(str(exc))
+        store = open_store()
+        with store.lock("store", shared=True):
+            manifest = self.tagged(store)
+            self.fetch_missing(store, manifest)  # a base layer may still be remote
+            tags = load(store, manifest, self.recipe.name, self.recipe.image["tags"])
+        print(f"loaded {', '.join(tags)}")
+        return None
 
 
 def dodo_tasks(root: Path | None = None) -> dict[str, Callable[[], Any]]:
@@ -395,8 +382,10 @@ def dodo_tasks(root: Path | None = None) -> dict[str, Callable[[], Any]]:
         for image in jobs:
             yield shell_task(image)
 
-    return {"task_layer": task_layer, "task_shell": task_shell, "task_build": task_build, "task_lock": task_lock,
-            "task_load": task_load, "task_push": task_push, "task_pull": task_pull, "task_verify": task_verify, "task_gc": task_gc, **services}
+    creators = {"task_layer": task_layer, "task_shell": task_shell, "task_build": task_build, "task_lock": task_lock,
+                "task_load": task_load, "task_push": task_push, "task_pull": task_pull, "task_verify": task_verify,
+                "task_gc": task_gc, **services}
+    return {name: guard_creator(creator, name.removeprefix("task_")) for name, creator in creators.items()}
 
 
 def task_verify() -> dict[str, Any]:
@@ -404,12 +393,9 @@ def task_verify() -> dict[str, Any]:
     from dream.store.maintenance import verify, verify_layout
 
     def run(repair: bool) -> None | TaskFailed:
-        try:
-            if repair:  # a directory replaced by a file would stop open_store itself
-                verify_layout(Store(store_path()))
-            report = verify(open_store(), repair)
-        except DreamError as exc:
-            return TaskFailed(str(exc))
+        if repair:  # a directory replaced by a file would stop open_store itself
+            verify_layout(Store(store_path()))
+        report = verify(open_store(), repair)
         for line in report.repaired:
             print(f"repaired: {line}")
         for problem in report.problems:
@@ -431,10 +417,7 @@ def task_gc() -> dict[str, Any]:
     from dream.store.maintenance import gc
 
     def run(cache: bool) -> None | TaskFailed:
-        try:
-            report = gc(open_store())
-        except DreamError as exc:
-            return TaskFailed(str(exc))
+        report = gc(open_store())
         if report.problems:
             return TaskFailed("gc refused, the store is inconsistent: " + "; ".join(report.problems))
         print(f"gc: removed {report.removed} blobs, freed {report.freed:,} bytes")

@@ -20,6 +20,7 @@ import hashlib
 import subprocess
 from typing import TYPE_CHECKING, Any, Callable
 
+from dream.boundary import failure_line
 from dream.errors import DreamError
 from dream.oci.image import image_blobs
 from dream.store import Descriptor, Store, open_store
@@ -124,13 +125,13 @@ def clean_image(image: ImageJob) -> None:
 
 
 def clean_action(function: Any, *args: Any) -> Any:
-    """A clean action that reports a user mistake (a bad store) as one line, as doit does for
-    task actions, instead of the traceback doit prints for an exception in a clean action."""
+    """A clean action that reports a failure (a bad store, a full disk) as one line and exits
+    non-zero, instead of the traceback doit prints for an exception in a clean action."""
     def run() -> None:
         try:
             function(*args)
-        except DreamError as exc:
-            print(f"dream: {exc}")
+        except Exception as exc:  # noqa: BLE001 (the clean action's exception boundary)
+            print(f"dream: {failure_line(exc, 'clean')}")
             raise SystemExit(1) from None
     run.__name__ = run.__qualname__ = getattr(function, "__name__", "clean")  # doit prints it
     return run

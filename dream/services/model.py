@@ -78,8 +78,13 @@ def normalize(doc: dict[str, Any], recipe_name: str, lines: Lines, root: Path) -
             check.error("PORT is set per process; choose the first one with port_base", at + ("env", "PORT"))
         if not chosen and not check.errors:
             check.error("a deployment needs at least one service", at)
+        port_base = spec.get("port_base", 5000)
+        last_port = port_base + 100 * (len(chosen) - 1) + max((s["replicas"] for s in chosen.values()), default=1) - 1
+        if chosen and last_port > 65535:
+            check.error(f"its last process would get PORT={last_port}, above 65535 (each service "
+                        "takes 100 more, each replica 1 more); lower port_base", at + ("port_base",))
         deployments[name] = Deployment(
-            name=name, services=chosen, env=dict(spec.get("env", {})), port_base=spec.get("port_base", 5000),
+            name=name, services=chosen, env=dict(spec.get("env", {})), port_base=port_base,
             default=spec.get("default", False), user=spec.get("user"), log_dir=spec.get("log_dir"),
             location=location_of(lines, at) if name in doc.get("deployments", {}) else location_of(lines, ("services",)),
             recipe=recipe_name)

@@ -417,6 +417,14 @@ class Store:
         path.parent.mkdir(exist_ok=True)
         self._write_atomic(path, canonical_json({**asdict(descriptor), "key": key}))
 
+    def touch_ref(self, key: str) -> None:
+        """Mark ``key``'s ref as used now (a build found it up to date): `gc` spares the blobs
+        of refs that a running build wrote or touched (`dream.store.running`)."""
+        try:
+            os.utime(self._ref_path(key))
+        except OSError:
+            pass  # a read-only store: nothing to protect there, the build goes on
+
     def drop_ref(self, key: str) -> bool:
         """Forget what ``key`` built (`doit clean`): the next build makes the layer again. The
         blob stays, for other refs and tags that name it, until `gc`. True if there was a ref."""

@@ -126,8 +126,8 @@ def test_a_layer_task_with_a_changed_file_commits_and_publishes_nothing(
     job = ImageJob(recipe).layers[0]
     old_key = job.key  # doit's up-to-date check computes it first
     (data / "x.txt").write_text("two\n")
-    failed = job.build()
-    assert str(getattr(failed, "message", failed)).endswith(f"x.txt {CHANGED}; run the build again")
+    with pytest.raises(DreamError, match=f"x.txt {CHANGED}; run the build again$"):
+        job.build()  # doit's task wrapper (dream.boundary) makes it the task's one line
     store = Store(project.store)
     assert list(store.blobs.iterdir()) == [] and list(store.refs.glob("*/*.json")) == []
     again = ImageJob(recipe).layers[0]  # the next build: a fresh key for the new bytes
@@ -349,3 +349,34 @@ def test_gc_during_a_real_build_never_breaks_it(tmp_path: Path) -> None:
     assert build.returncode == 0, out + gc_run.stdout
     assert "0 problems" in project.doit("verify").stdout
     assert Project.ran_layers(project.doit("build:two")) == []
+
+
+def test_gc_during_a_build_keeps_an_up_to_date_layer_that_no_tag_reaches(tmp_path: Path) -> None:
+    """The small layer was built long ago and its image untagged since: the build finds it up to
+    date (its task never runs), and a gc while the big layer builds must still keep it."""
+    project = make_project(tmp_path / "p", {"two.yaml": TWO}, with_demo=False)
+    recipes = project.root / "recipes"
+    (recipes / "small").mkdir()
+    (recipes / "small" / "s.txt").write_text("small\n")
+    (recipes / "big").mkdir()
+    (recipes / "big" / "r.bin").write_bytes(b"first")
+    assert project.doit("build:two").returncode == 0
+    store = Store(project.store)
+    assert store.untag("two")
+    an_hour_ago = time.time() - 3600
+    for path in [*store.blobs.iterdir(), *store.refs.glob("*/*.json")]:
+        os.utime(path, (an_hour_ago, an_hour_ago))
+    with open(recipes / "big" / "r.bin", "wb") as handle:
+        for _ in range(24):
+            handle.write(os.urandom(8 << 20))  # 192 MiB: gc runs while this layer is written
+    env = {**os.environ, "DREAM_STORE": str(project.store), "DREAM_LAYER_CACHE": "off"}
+    build = subprocess.Popen([sys.executable, "-m", "doit", "build:two"], cwd=project.root, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not any(store.tmp_dir.iterdir()) and time.monotonic() < deadline and build.poll() is None:
+        time.sleep(0.002)
+    gc_run = project.doit("gc")
+    out, _ = build.communicate(timeout=300)
+    assert build.returncode == 0, out + gc_run.stdout
+    assert gc_run.returncode == 0 and "removed 0 blobs" not in gc_run.stdout  # the old image went
+    assert "0 problems" in project.doit("verify").stdout
