@@ -11,6 +11,7 @@ import subprocess
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dream.errors import DreamError
 from dream.oci.tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Entry, Tree, clean_path
@@ -73,7 +74,7 @@ def _unpack_one(deb: Path, staging: Path, tree: Tree) -> list[str]:
                     continue
                 listed.append("/" + original)  # dpkg records the path as the package ships it
                 path = merged_usr(original)
-                common = dict(mode=member.mode, uid=member.uid, gid=member.gid)
+                common: dict[str, Any] = dict(mode=member.mode, uid=member.uid, gid=member.gid)
                 if member.isdir():
                     tree.add(Entry(path, DIR, **common))
                 elif member.isfile():

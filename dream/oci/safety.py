@@ -28,6 +28,7 @@ from isal.igzip_lib import IsalError
 
 from dream.errors import DreamError
 from dream.oci.read import decompressed
+from dream.oci.tree import target_climbs
 
 
 def _parts(name: str) -> list[str]:
@@ -66,16 +67,9 @@ def _escape(member: tarfile.TarInfo, parts: list[str], path: str, symlinks: set[
         # tarfile and others open, chmod or mkdir the existing path, following the link.
         return f"replaces symlink {path!r} laid down earlier in this layer"
     if member.issym():
-        target = member.linkname
-        if not target.startswith("/"):  # absolute targets resolve inside the container root
-            depth = len(parts) - 1  # the link's own directory
-            for part in target.split("/"):
-                if part == "..":
-                    depth -= 1
-                    if depth < 0:
-                        return f"symlink target {target!r} climbs above the layer root"
-                elif part and part != ".":
-                    depth += 1
+        # from the link's own directory; absolute targets resolve inside the container root
+        if target_climbs(len(parts) - 1, member.linkname):  # the rule files layers are built by
+            return f"symlink target {member.linkname!r} climbs above the layer root"
     elif member.islnk():
         target = member.linkname
         while target.startswith("./"):

@@ -33,7 +33,50 @@ def header(entry: Entry, mtime: int) -> bytes:
     info.size = entry.size if entry.kind == FILE else 0
     info.linkname = entry.link if entry.kind in (SYMLINK, HARDLINK) else ""
     info.devmajor, info.devminor = entry.devmajor, entry.devminor
-    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    block = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    return _with_xattrs(block, entry.xattrs) if entry.xattrs else block
+
+
+def _with_xattrs(block: bytes, xattrs: tuple[tuple[str, bytes], ...]) -> bytes:
+    """``block`` (tarfile's header, with or without its own PAX header) with the extended
+    attributes added as ``SCHILY.xattr.<name>`` records holding the raw value bytes, as
+    Docker's and BuildKit's Go writers store them: one PAX header, records sorted by keyword.
+
+    Not through ``TarInfo.pax_headers``: tarfile adds a ``hdrcharset=BINARY`` record whenever
+    a value is not UTF-8 (a file capability never is), which those writers never emit.
+    """
+    records: list[tuple[bytes, bytes]] = []
+    if block[156:157] == tarfile.XHDTYPE:  # tarfile wrote a PAX header (long or non-ASCII names)
+        size = int(block[124:136].rstrip(b"\0 ") or b"0", 8)
+        records = _parse_records(block[BLOCK_SIZE:BLOCK_SIZE + size])
+        block = block[-BLOCK_SIZE:]  # the ustar header that follows it
+    records += [(b"SCHILY.xattr." + name.encode("utf-8", "surrogateescape"), value)
+                for name, value in xattrs]
+    data = b"".join(_record(keyword, value) for keyword, value in sorted(records))
+    pax = tarfile.TarInfo("././@PaxHeader")  # the name tarfile gives its own PAX headers
+    pax.type, pax.mode, pax.size, pax.mtime = tarfile.XHDTYPE, 0, len(data), 0
+    padding = b"\0" * (-len(data) % BLOCK_SIZE)
+    return pax.tobuf(tarfile.USTAR_FORMAT, "ascii", "replace") + data + padding + block
+
+
+def _record(keyword: bytes, value: bytes) -> bytes:
+    """One PAX record, ``"<length> <keyword>=<value>\\n"``; the length counts its own digits."""
+    body = b" " + keyword + b"=" + value + b"\n"
+    length = len(body) + len(str(len(body)))
+    length = len(body) + len(str(length))  # one more digit when the sum crossed a power of ten
+    return str(length).encode() + body
+
+
+def _parse_records(data: bytes) -> list[tuple[bytes, bytes]]:
+    """The (keyword, value) records of a PAX header's data, as `_record` writes them."""
+    records, pos = [], 0
+    while pos < len(data):
+        space = data.index(b" ", pos)
+        end = pos + int(data[pos:space])
+        keyword, _, value = data[space + 1:end - 1].partition(b"=")
+        records.append((keyword, value))
+        pos = end
+    return records
 
 
 def tar_chunks(entries: list[Entry], mtime: int, label: str = "") -> Iterator[bytes]:

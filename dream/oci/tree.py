@@ -32,6 +32,9 @@ class Entry:
     devminor: int = 0
     sha256: str = ""            # for a ``source``: the hex sha256 its bytes had when the layer's
                                 # key was computed; the tar refuses other bytes (`tar_chunks`)
+    xattrs: tuple[tuple[str, bytes], ...] = ()  # (name, value), sorted by name: PAX
+                                # ``SCHILY.xattr.<name>`` records. Empty by default, so a
+                                # builder that sets none writes the bytes it always did
 
 
 def clean_path(path: str) -> str:
@@ -42,6 +45,37 @@ def clean_path(path: str) -> str:
     if normal == ".." or normal.startswith("../"):
         raise ValueError(f"path escapes the image root: {path}")
     return normal
+
+
+def target_climbs(depth: int, target: str) -> bool:
+    """Whether the symlink ``target``, read from a directory ``depth`` levels below the root,
+    climbs above the root with its ``..`` (lexically, as `dream.oci.safety` checks a layer).
+
+    An absolute target never does: the runtime resolves it inside the container's root."""
+    if target.startswith("/"):
+        return False
+    for part in target.split("/"):
+        if part == "..":
+            depth -= 1
+            if depth < 0:
+                return True
+        elif part and part != ".":
+            depth += 1
+    return False
+
+
+def climbing_symlink(path: str, target: str) -> str | None:
+    """Why a symlink at image path ``path`` to ``target`` is refused, or None when it is fine.
+
+    A relative target that climbs above the image root makes a layer that dream itself (and
+    other careful unpackers) refuse to unpack, so such an image could never be a ``from:`` base;
+    the message names the absolute target a runtime would have clamped it to."""
+    parts = [part for part in clean_path(path).split("/") if part]
+    if not target_climbs(len(parts) - 1, target):
+        return None
+    meant = posixpath.normpath(posixpath.join("/", *parts[:-1], target))
+    return (f"symlink target {target!r} climbs above the image root from /{'/'.join(parts)}; "
+            f"write the absolute target it means ({meant}): absolute targets resolve inside the image")
 
 
 class Tree:

@@ -95,9 +95,14 @@ FILE_ENTRY = {
         "src": {"type": "string", "empty": False,
                 **doc("A file or directory on the host, relative to the YAML file that names it; it must "
                        "stay inside the project after `..` and symlinks are resolved (no absolute "
-                       "paths; a preset may name files in its own folder).")},
+                       "paths; a preset may name files in its own folder). Symlinks below it are kept as "
+                       "links (a relative target must not climb above the image root), hard links as "
+                       "hard links, and file capabilities and `user.*` extended attributes as PAX records.")},
         "content": {"type": "string", **doc("The file's text, inline.")},
-        "symlink": {"type": "string", "empty": False, **doc("Make `dest` a symbolic link to this target.")},
+        "symlink": {"type": "string", "empty": False,
+                    **doc("Make `dest` a symbolic link to this target. A relative target must not climb "
+                           "above the image root from `dest`'s folder; an absolute one resolves inside "
+                           "the image.")},
         "directory": {"type": "boolean", "allowed": [True], **doc("Make `dest` an empty directory.")},
         "mode": {"type": "string", "regex": MODE_RE,
                  **doc("Octal permission bits as a quoted string (`\"0644\"`); default 0644 for "
