@@ -62,8 +62,8 @@ def load_recipes(root: Path) -> list[Recipe]:
         except DreamError as exc:
             errors.append(exc)
     if errors:
-        for error in errors:
-            print(error, file=sys.stderr)
+        for line in dict.fromkeys(str(error) for error in errors):  # a shared module's mistake once
+            print(line, file=sys.stderr)
         raise SystemExit(1)
     return recipes
 

@@ -125,11 +125,22 @@ def add_host_path(tree: Tree, source: Path, dest: str, mode: int | None, uid: in
                 if name in dirnames:
                     dirnames.remove(name)
                 continue
+            _utf8(name, path)
             try:
                 info = path.lstat()
             except OSError as exc:
                 _unreadable(exc)
             tree.add(_entry(path, f"{dest.rstrip('/')}/{relative}", info, mode, uid, gid, xattrs, inodes))
+
+
+def _utf8(text: str, path: Path, what: str = "its name") -> None:
+    """Refuse a name that is not UTF-8 (os gives its bytes as surrogate escapes): the layer's
+    key and an OCI tar's names are UTF-8, and no reader agrees on anything else."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        raise DreamError(f"{shown}: {what} is not UTF-8; rename it, or exclude it from the layer") from None
 
 
 def _excluded(relative: str, name: str, patterns: list[str]) -> bool:
@@ -145,6 +156,7 @@ def _entry(path: Path, dest: str, info: os.stat_result, mode: int | None, uid: i
             target = os.readlink(path)
         except OSError as exc:
             _unreadable(exc)
+        _utf8(target, path, "its symlink target")
         why = climbing_symlink(dest, target)
         if why is not None:
             raise DreamError(f"{path}: {why}")

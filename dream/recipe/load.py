@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dream.errors import DreamError, Location, UserErrors
+from dream.oci.tree import climbing_symlink
 from dream.presets import PRESET_DIR
 from dream.recipe.merge import Layer, merge
 from dream.recipe.paths import PathRefused, source_path
@@ -44,12 +45,14 @@ class _Loader:
         except ValueError:
             return str(path)
 
-    def load(self, path: Path, stack: tuple[Path, ...], origin: Location | None) -> Layer:
+    def load(self, path: Path, stack: tuple[tuple[Path, Location | None], ...], origin: Location | None) -> Layer:
+        """``stack``: the files being loaded, outermost first, each with the import line that
+        brought it in; ``origin`` is the line importing ``path``."""
         path = path.resolve()
         shown = self.display(path)
-        if path in stack:
-            cycle = " -> ".join(self.display(p) for p in stack[stack.index(path):] + (path,))
-            raise DreamError(f"import cycle: {cycle}", origin, "imports")
+        chain = [file for file, _ in stack]
+        if path in chain:
+            raise self.cycle(stack[chain.index(path):], origin)
         self.included.add(path)
         data, lines = read_yaml(path, shown)
         if data is None:
@@ -66,9 +69,9 @@ class _Loader:
             if not isinstance(name, str):
                 continue  # reported by the schema
             target = self.resolve_import(name, path, where)
-            if target in self.included and target not in stack:
+            if target in self.included and target not in chain and target != path:
                 continue  # already merged through another import (a diamond)
-            module = self.load(target, stack + (path,), where)
+            module = self.load(target, stack + ((path, origin),), where)
             module.data.pop("imports", None)
             merged = module if merged is None else merge(merged, module, conflicts)
         own = Layer(data, lines)
@@ -76,6 +79,19 @@ class _Loader:
         if unsettled:
             raise UserErrors(unsettled)
         return own if merged is None else merge(merged, own)
+
+    def cycle(self, ring: tuple[tuple[Path, Location | None], ...], closing: Location | None) -> DreamError:
+        """One cycle is one line, whichever of its files a recipe enters it by: it starts at
+        the file whose name sorts first and is reported at the import line that closes it (so
+        every recipe reaching the cycle names it with the same words, and `load_recipes`
+        prints it once). ``ring``: the files of the cycle in import order, each with the
+        line that imported it; ``closing``: the line by which the last imports the first."""
+        files = [file for file, _ in ring]
+        into = [closing] + [where for _, where in ring[1:]]  # into[i]: the line importing files[i]
+        start = min(range(len(files)), key=lambda i: self.display(files[i]))
+        order = files[start:] + files[:start]
+        text = " -> ".join(self.display(file) for file in order + [order[0]])
+        return DreamError(f"import cycle: {text}", into[start], "imports")
 
     def resolve_import(self, name: str, importer: Path, where: Location | None) -> Path:
         """A path (``parts/x.yaml``) against the importing file, kept inside the project (or,
@@ -277,11 +293,16 @@ def _check_services_layers(layers: list[LayerSpec], deployments: dict[str, Deplo
 def _file_entry(item: dict[str, Any], at: PathKey, lines: Lines, root: Path,
                 errors: list[DreamError]) -> dict[str, Any]:
     """Resolve ``src`` against the file that wrote it, keep it inside the project
-    (dream/recipe/paths.py), and check that it exists."""
+    (dream/recipe/paths.py), and check that it exists; refuse a ``symlink`` whose relative
+    target climbs above the image root from ``dest`` (dream could not use the image as a base)."""
     item = dict(item)
     if item.get("dest", "").strip("/") == "" and "src" not in item and "directory" not in item:
         errors.append(DreamError("a file or symlink cannot replace the image root: name a path below /",
                                  location_of(lines, at + ("dest",)), dotted(at + ("dest",))))
+    elif "symlink" in item:
+        why = climbing_symlink(item["dest"], item["symlink"])
+        if why is not None:
+            errors.append(DreamError(why, location_of(lines, at + ("symlink",)), dotted(at + ("symlink",))))
     if "src" in item:
         try:
             source = host_path(lines, at + ("src",), item["src"], root)

@@ -9,10 +9,15 @@ levels of nesting (in the file and after aliases are expanded), and `MAX_VALUES`
 expansion; an alias inside the node it names is refused. Every command loads every recipe, so
 one hostile file ("billion laughs", ``&a [*a]``, 3000 nested ``[``) must cost a line, not
 minutes, gigabytes or a RecursionError.
+
+YAML's ``\\u`` escapes are UTF-16 code units (YAML 1.2 reads JSON): an escaped surrogate pair
+(``"\\ud83d\\ude00"``) is the one character it encodes; a lone surrogate is no character (no
+file, label or value can hold it) and is refused at its line.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,9 @@ Lines = dict[PathKey, Location]
 MAX_ALIASES = 1000     # alias uses (``*name``) in one file
 MAX_DEPTH = 100        # nesting levels of mappings and lists
 MAX_VALUES = 100_000   # values in one file once aliases are expanded
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_PAIR = re.compile("[\ud800-\udbff][\udc00-\udfff]")
 
 
 class _Limit(Exception):
@@ -130,7 +138,7 @@ class _NodeReader:
             finally:
                 self.open.discard(id(node))
         self.lines[path] = self.at(node)
-        return self.scalar(node)
+        return self.scalar(node, path)
 
     def collection(self, node: yaml.CollectionNode, path: PathKey) -> Any:
         self.lines[path] = self.at(node)
@@ -139,7 +147,7 @@ class _NodeReader:
             for key_node, value_node in node.value:
                 if not isinstance(key_node, yaml.ScalarNode):
                     raise DreamError("mapping keys must be plain scalars", self.at(key_node), dotted(path))
-                key = self.scalar(key_node)
+                key = self.scalar(key_node, path)
                 if key in result:
                     raise DreamError(f"duplicate key {key!r}", self.at(key_node), dotted(path))
                 result[key] = self.value(value_node, path + (key,))
@@ -148,11 +156,23 @@ class _NodeReader:
             return result
         return [self.value(item, path + (i,)) for i, item in enumerate(node.value)]
 
-    def scalar(self, node: yaml.Node) -> Any:
+    def scalar(self, node: yaml.Node, path: PathKey) -> Any:
         try:
-            return self.constructor.construct_object(node, deep=True)
+            value = self.constructor.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError as exc:
             raise DreamError(f"invalid YAML value: {exc.problem}", self.at(node)) from None
+        if isinstance(value, str) and _SURROGATE.search(value):
+            value = _PAIR.sub(_joined, value)
+            lone = _SURROGATE.search(value)
+            if lone:
+                raise DreamError(f"\\u{ord(lone[0]):04x} is half of a UTF-16 surrogate pair, not a character "
+                                 "(write the character itself, or a \\UXXXXXXXX escape)", self.at(node), dotted(path))
+        return value
+
+
+def _joined(pair: re.Match[str]) -> str:
+    high, low = (ord(c) for c in pair[0])
+    return chr(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
 
 
 def dotted(path: PathKey) -> str:

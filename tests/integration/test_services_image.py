@@ -92,6 +92,73 @@ def test_docker_run_starts_the_deployment_and_pid1_reaps_orphans(pid1_image: Pro
         docker("rm", "-f", CONTAINER, check=False)
 
 
+PROCESSES = ("import os\n"
+             "for p in filter(str.isdigit, os.listdir('/proc')):\n"
+             "    try:\n"
+             "        s = open(f'/proc/{p}/stat').read()\n"
+             "        print(p, s[s.rfind(')') + 2], open(f'/proc/{p}/cmdline').read().replace(chr(0), ' '))\n"
+             "    except OSError:\n"
+             "        pass\n")
+
+
+def processes_in(container: str) -> dict[int, tuple[str, str]]:
+    """pid -> (state, command line) of every process in ``container`` but the scan itself."""
+    scan = docker("exec", container, "python3", "-c", PROCESSES).stdout
+    found = {}
+    for line in scan.splitlines():
+        parts = line.split(" ", 2)
+        if len(parts) == 3 and parts[0].isdigit() and not parts[2].startswith("python3 -c"):
+            found[int(parts[0])] = (parts[1], parts[2].strip())
+    return found
+
+
+def test_docker_kill_hup_restarts_the_services_and_keeps_the_container(pid1_image: Project) -> None:
+    """Issue 12, defect 12: `docker kill -s HUP` used to end the container with exit 1. SIGHUP is
+    forwarded; a service without a handler ends on it and is started again, the deployment and
+    PID 1 stay, and a later `docker stop` still ends it with exit 0."""
+    name = CONTAINER + "-hup"
+    docker("rm", "-f", name, check=False)
+    docker("run", "-d", "--pull", "never", "--network", "none", "--name", name, IMAGE)
+    try:
+        wait_for_logs(name, "hello from hello.1", "hello from hello.2", "orphans made", "stubborn")
+        time.sleep(0.5)
+        before = processes_in(name)
+        assert before[1][1].startswith("python3 -m dream_supervisor")
+        sleepers = sorted(pid for pid, (_, cmd) in before.items() if cmd == "sleep 1000")
+        assert len(sleepers) == 4  # hello.1, hello.2, orphans and stubborn's child
+
+        for round_ in (1, 2):  # twice: the second HUP meets the restarted services
+            docker("kill", "-s", "HUP", name)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                logs = docker("logs", name).stdout
+                if (logs.count("ended on the forwarded SIGHUP: starting it again") == 4 * round_
+                        and logs.count("hello from hello.1") == round_ + 1 and logs.count("stubborn\n") >= round_ + 1):
+                    break
+                time.sleep(0.2)
+            else:
+                pytest.fail(f"the services were not all started again after SIGHUP {round_}:\n{logs}")
+            for service in ("hello.1", "hello.2", "orphans", "stubborn"):
+                assert f"{service} ended on the forwarded SIGHUP: starting it again" in logs
+            time.sleep(0.5)
+            assert docker("inspect", "-f", "{{.State.Running}}", name).stdout.strip() == "true", logs
+            after = processes_in(name)
+            assert after[1][1].startswith("python3 -m dream_supervisor")  # the same PID 1
+            assert [p for p, (state, _) in after.items() if state == "Z"] == []
+            now = sorted(pid for pid, (_, cmd) in after.items() if cmd == "sleep 1000")
+            assert len(now) == 4 and not set(now) & set(sleepers), (before, after)  # new processes, none left over
+            sleepers = now
+        assert "Traceback" not in docker("logs", name).stdout + docker("logs", name).stderr
+
+        docker("stop", "-t", "10", name)
+        state = json.loads(docker("inspect", name).stdout)[0]["State"]
+        logs = docker("logs", name).stdout
+        assert state["ExitCode"] == 0, logs
+        assert "SIGTERM received: stopping" in logs and "stopped (exit code 0)" in logs
+    finally:
+        docker("rm", "-f", name, check=False)
+
+
 def test_image_config_runs_the_supervisor(pid1_image: Project) -> None:
     config = json.loads(docker("image", "inspect", IMAGE).stdout)[0]["Config"]
     assert config["Cmd"] == ["python3", "-m", "dream_supervisor", "/etc/dream/deployments/pid1-demo.json"]
