@@ -228,7 +228,7 @@ HOME_FILE = {
     "type": "dict",
     "exactly_one_of": ["src", "content"],
     "schema": {
-        "path": {"type": "string", "required": True, "regex": RELATIVE,
+        "path": {"type": "string", "required": True, "regex": RELATIVE, "check_with": _image_path,
                  **doc("Path relative to the home directory, e.g. `.bashrc`.")},
         "src": {"type": "string", "empty": False,
                 **doc("A host file, relative to the YAML file that names it, inside the project (as "

@@ -53,6 +53,8 @@ CASES = [
      "must be a real UTC time such as 2026-01-31T12:00:00Z (got '2024-13-45T00:00:00Z')"),
     ("dest-climbs", "layers:\n  - name: l\n    files:\n      - {dest: /../../etc/passwd, content: x}\n", {},
      "bad.yaml:4: layers[0].files[0].dest", "must not climb with '..' (got '/../../etc/passwd')"),
+    ("home-file-climbs", "layers:\n  - name: h\n    home:\n      user: u\n      files:\n        - {path: ../../etc/passwd, content: x}\n", {},
+     "bad.yaml:6: layers[0].home.files[0].path", "must not climb with '..' (got '../../etc/passwd')"),
     ("dest-nul", "layers:\n  - name: l\n    files:\n      - {dest: \"/a\\0b\", content: x}\n", {},
      "bad.yaml:4: layers[0].files[0].dest", "must not contain a NUL character"),
     ("dest-root", "layers:\n  - name: l\n    files:\n      - {dest: /, content: x}\n", {},
