@@ -58,7 +58,7 @@ DREAM_CHILD = """
 import sys
 from pathlib import Path
 from dream.registry.push import push_image
-from dream.registry.reference import parse_reference
+from dream.oci.reference import parse_reference
 from dream.store import open_store
 store_root, name, target = sys.argv[1:]
 store = open_store(Path(store_root))

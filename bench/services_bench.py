@@ -35,7 +35,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from dream.recipe.load import load_recipe
-from dream.renderers.procfile import render
+from dream.managers.host import read_env_files, write_files
+from dream.renderers import RENDERERS
+from dream.renderers.base import Target
 from dream.services.plan import build_plan, plan_json
 
 TOKEN = f"svcbench-{secrets.token_hex(4)}"  # in the argv of every service this run starts
@@ -55,10 +57,8 @@ def deployment(root: Path, services: dict[str, str]) -> dict[str, list[str]]:
     recipe.write_text(json.dumps({"services": {k: {"command": c} for k, c in services.items()}}))
     plan = build_plan(load_recipe(recipe, root).deployments["bench"])
     (root / "plan.json").write_text(plan_json(plan))
-    for rel, (text, mode) in render(plan, root, root / "procfile").items():
-        (root / "procfile" / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / "procfile" / rel).write_text(text)
-        (root / "procfile" / rel).chmod(mode)
+    out = root / "procfile"
+    write_files(out, RENDERERS["procfile"].render(plan, Target(root, out, read_env_files(plan, root))))
     honcho = [shutil.which("honcho")] if shutil.which("honcho") else [sys.executable, "-m", "honcho"]
     return {"dream": [sys.executable, "-m", "dream.supervisor", str(root / "plan.json"), "--root", str(root)],
             "honcho": [*honcho, "-d", str(root / "procfile"), "start"]}  # type: ignore[list-item]

@@ -60,5 +60,5 @@ def _tolerant_load(self: Any) -> Any:
 
 def install() -> None:
     """Make doit's json backend write atomically (idempotent)."""
-    dependency.JsonDB.dump = _atomic_dump  # type: ignore[method-assign]
-    dependency.JsonDB._load = _tolerant_load  # type: ignore[method-assign]
+    dependency.JsonDB.dump = _atomic_dump
+    dependency.JsonDB._load = _tolerant_load

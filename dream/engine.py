@@ -20,8 +20,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from dream.errors import DreamError
+from dream.oci.descriptor import Descriptor
 from dream.oci.tar import BLOCK_SIZE, CHUNK
-from dream.store import Descriptor, Store
+from dream.store import Store
 
 
 def _member(name: str, size: int) -> bytes:
@@ -99,3 +100,14 @@ def load(store: Store, manifest: Descriptor, name: str, tags: list[str]) -> list
     except DockerException as exc:
         raise DreamError(f"docker load failed: {exc}") from None
     return sorted({tag for image in images for tag in image.tags})
+
+
+class EnginePublisher:
+    """The Docker engine as a `dream.managers.base.Publisher`: ``load:<image>`` publishes there,
+    as ``name:tag`` for each tag (every blob must be in the store: `doit pull` first)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def publish(self, store: Store, manifest: Descriptor, tags: list[str]) -> str:
+        return f"loaded {', '.join(load(store, manifest, self.name, tags))}"

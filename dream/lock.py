@@ -17,7 +17,7 @@ from dream.builders import BUILDERS
 from dream.errors import DreamError, Location
 from dream.python.resolve import normalize
 from dream.recipe.model import LayerSpec, Recipe
-from dream.store.layout import canonical_json
+from dream.oci.digest import canonical_json
 
 LOCK_VERSION = 1
 
@@ -41,10 +41,25 @@ def read_lock(recipe: Recipe) -> dict[str, Any]:
                          Location(_shown(recipe))) from None
 
 
+def lock_settings(recipe: Recipe, until: str | None = None) -> dict[str, Any]:
+    """The lock inputs (`Builder.lock_inputs`) of every lockable layer, by name, in layer
+    order; each builder sees those of the layers below it. With ``until``, up to that layer."""
+    settings: dict[str, Any] = {}
+    for layer in recipe.layers:
+        builder = BUILDERS[layer.kind]
+        if builder.needs_lock:
+            settings[layer.name] = builder.lock_inputs(layer, recipe, dict(settings))
+        if layer.name == until:
+            break
+    return settings
+
+
 def locked_inputs(recipe: Recipe, layer_name: str, entries: dict[str, Any]) -> Any:
-    """The lock entry for one layer, or a clear error naming `doit lock:<image>`."""
+    """The lock entry for one layer (None for a layer without one), or a clear error naming
+    `doit lock:<image>`; the layer's builder checks the lock first (`Builder.check_lock`)."""
     layer = recipe.layer(layer_name)
     builder = BUILDERS[layer.kind]
+    builder.check_lock(layer, entries)
     if not builder.needs_lock:
         return None
     fix = f"run `doit lock:{recipe.name}`"
@@ -52,7 +67,7 @@ def locked_inputs(recipe: Recipe, layer_name: str, entries: dict[str, Any]) -> A
     if entry is None:
         why = "no lock file" if not recipe.lock_path.exists() else "not in the lock"
         raise DreamError(f"{why} for layer {layer_name!r}; {fix}", layer.location, f"layers.{layer_name}")
-    if entry.get("settings") != settings_hash(builder.lock_inputs(layer, recipe)):
+    if entry.get("settings") != settings_hash(lock_settings(recipe, until=layer_name)[layer_name]):
         raise DreamError(f"the lock is stale (the layer's settings changed since it was locked); {fix}",
                          layer.location, f"layers.{layer_name}")
     return entry
@@ -106,13 +121,13 @@ def write_lock(recipe: Recipe, upgrade: Upgrade = Upgrade()) -> list[str]:
     preferred = {name: _without(entry, upgrade) for name, entry in previous.items()
                  if name not in upgrade.names}
     lockable = [layer for layer in recipe.layers if BUILDERS[layer.kind].needs_lock]
-    settings = {layer.name: settings_hash(BUILDERS[layer.kind].lock_inputs(layer, recipe)) for layer in lockable}
+    settings = {name: settings_hash(inputs) for name, inputs in lock_settings(recipe).items()}
 
     def kept(layer: LayerSpec) -> bool:
         old = previous.get(layer.name)
         return old is not None and old.get("settings") == settings[layer.name] and not upgrade.moves(layer.name, old)
 
-    together = [layer for layer in lockable if getattr(BUILDERS[layer.kind], "resolves_together", False)]
+    together = [layer for layer in lockable if BUILDERS[layer.kind].resolves_together]
     relock_all = any(not kept(layer) for layer in together)
     layers: dict[str, Any] = {}
     report = []
@@ -120,8 +135,7 @@ def write_lock(recipe: Recipe, upgrade: Upgrade = Upgrade()) -> list[str]:
         builder = BUILDERS[layer.kind]
         if kept(layer) and not (relock_all and layer in together):
             old = previous[layer.name]
-            if hasattr(builder, "recheck"):
-                builder.recheck(layer, recipe, old)
+            builder.recheck(layer, recipe, old)
             layers[layer.name] = old
         else:
             entry = builder.lock(layer, recipe, layers, preferred)

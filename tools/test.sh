@@ -4,7 +4,7 @@
 # driver, Redis for the database preset, ssh-keygen for the sshd preset, distribution's
 # docker-registry for push/pull; honcho, bcrypt and cryptography come with the Python test
 # extras), starts dockerd if it is not running (and stops it again at the end), then
-# runs pytest in a virtual environment made afresh on every run (no system site packages), so
+# runs mypy and pytest in a virtual environment made afresh on every run (no system site packages), so
 # an import that pyproject.toml does not declare fails here exactly as on a new machine.
 # Extra arguments go to pytest.
 set -euo pipefail
@@ -45,4 +45,6 @@ if ! docker info >/dev/null 2>&1; then
   docker info >/dev/null 2>&1 || { echo "dockerd did not start:"; tail -20 /tmp/dream-dockerd.log; exit 1; }
 fi
 
-CI="${CI:-}" "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
+"$venv/bin/python" -m mypy  # the configuration in pyproject.toml: dream/, no errors allowed
+# -rs: every skipped test is listed with its reason, and the summary line counts them.
+CI="${CI:-}" "$venv/bin/python" -m pytest -q -rs -p no:cacheprovider "$@"

@@ -7,6 +7,9 @@ contains (`tree`, only called when the store has nothing for that key).
 A builder whose recipe layer becomes several image layers (a CUDA set or a Python environment
 split by size) provides `parts` instead: one `Part` per image layer, each with its own key, so
 each is built, cached and pushed on its own.
+
+`Builder` is the protocol every registered builder implements; `LayerBuilder` supplies its
+defaults (one layer from `key_inputs`/`tree`, nothing to lock).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol
+from typing import Any, Callable, Iterator, Mapping, Protocol
 
 from dream.oci.tree import Tree
 from dream.recipe.model import LayerSpec, Recipe
@@ -61,40 +64,94 @@ class Part:
 
 
 class Builder(Protocol):
-    """A layer kind. ``version`` changes whenever the same inputs would give other bytes.
-
-    Optional, found by name: ``parts`` (several image layers, see `parts_of`), ``config``
-    (env and labels for the image, `image_config_of`), ``recheck(layer, recipe, entry)``
-    (raise if a kept lock entry can no longer be built, `dream.lock`) and
-    ``resolves_together`` (its lock is redone whenever another such layer's is)."""
+    """A layer kind, as `dream.lock` and `dream.tasks` use it. ``version`` changes whenever
+    the same inputs would give other bytes. Every builder in `BUILDERS` implements all of it;
+    `LayerBuilder` supplies the defaults, so a builder writes only what its kind does."""
 
     kind: str
     version: str
     needs_lock: bool
+    """Whether the layer has outside inputs pinned in the lock (``lock_inputs`` and ``lock``)."""
+    reads_lower: bool
+    """Whether building it reads the image layers below (`BuildContext.lower`), which must
+    then be built first."""
+    resolves_together: bool
+    """Whether its lock is redone whenever another such layer's is (`dream.lock.write_lock`)."""
 
-    def key_inputs(self, ctx: BuildContext) -> Any:
-        """JSON-friendly description of everything that determines the layer's bytes."""
+    def parts(self, ctx: BuildContext) -> list[Part]:
+        """The image layers the recipe layer becomes, each with its own key, bottom first."""
+        ...
 
-    def tree(self, ctx: BuildContext, scratch: Path) -> Tree:
-        """The layer's content; may use ``scratch`` for file bytes until the layer is written."""
+    def config(self, ctx: BuildContext) -> dict[str, Any]:
+        """What the layer adds to the image config: ``env`` and ``labels`` (under the recipe's
+        own), ``ports`` (joined), ``cmd`` (over any other), ``base`` (a base image's fields)."""
+        ...
 
-    def lock_inputs(self, layer: LayerSpec, recipe: Recipe) -> Any:
-        """The settings the lock entry depends on; when they change, the lock is stale."""
+    def lock_inputs(self, layer: LayerSpec, recipe: Recipe, below: Mapping[str, Any]) -> Any:
+        """The settings the lock entry depends on; when they change, the lock is stale.
+        ``below`` holds the lock inputs of the lockable layers below, by layer name."""
+        ...
 
     def lock(self, layer: LayerSpec, recipe: Recipe, earlier: dict[str, Any],
-             previous: dict[str, Any]) -> Any:
+             previous: dict[str, Any]) -> dict[str, Any]:
         """Resolve outside inputs (only for builders with ``needs_lock``). ``earlier`` holds the
         lock entries of the layers below, already resolved; ``previous`` the entries of the
         lock being replaced, whose pins a resolver should keep where they still fit."""
+        ...
+
+    def recheck(self, layer: LayerSpec, recipe: Recipe, entry: dict[str, Any]) -> None:
+        """Raise a `DreamError` if a kept lock entry can no longer be built."""
+        ...
+
+    def check_lock(self, layer: LayerSpec, entries: Mapping[str, Any]) -> None:
+        """Raise a `DreamError` if the lock's entries (every layer's, as read from the lock
+        file) cannot carry this layer; called before the layer is keyed or built."""
+        ...
 
 
-def parts_of(builder: Any, ctx: BuildContext) -> list[Part]:
-    """The image layers a recipe layer becomes: the builder's `parts`, or the layer itself."""
-    if hasattr(builder, "parts"):
-        return builder.parts(ctx)
-    return [Part(ctx.layer.name, ctx.layer.comment, lambda: builder.key_inputs(ctx), builder.tree)]
+class LayerBuilder:
+    """The defaults of `Builder`: one image layer made from `key_inputs` and `tree`, nothing
+    to lock, nothing added to the image config, no lock entries it depends on."""
+
+    kind: str
+    version: str
+    needs_lock: bool = False
+    reads_lower: bool = False
+    resolves_together: bool = False
+
+    def key_inputs(self, ctx: BuildContext) -> Any:
+        """JSON-friendly description of everything that determines the layer's bytes."""
+        raise NotImplementedError(f"{self.kind} layers are made of parts")
+
+    def tree(self, ctx: BuildContext, scratch: Path) -> Tree:
+        """The layer's content; may use ``scratch`` for file bytes until the layer is written."""
+        raise NotImplementedError(f"{self.kind} layers are made of parts")
+
+    def parts(self, ctx: BuildContext) -> list[Part]:
+        return [Part(ctx.layer.name, ctx.layer.comment, lambda: self.key_inputs(ctx), self.tree)]
+
+    def config(self, ctx: BuildContext) -> dict[str, Any]:
+        return {}
+
+    def lock_inputs(self, layer: LayerSpec, recipe: Recipe, below: Mapping[str, Any]) -> Any:
+        return None
+
+    def lock(self, layer: LayerSpec, recipe: Recipe, earlier: dict[str, Any],
+             previous: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError(f"{self.kind} layers have nothing to lock")
+
+    def recheck(self, layer: LayerSpec, recipe: Recipe, entry: dict[str, Any]) -> None:
+        return None
+
+    def check_lock(self, layer: LayerSpec, entries: Mapping[str, Any]) -> None:
+        return None
 
 
-def image_config_of(builder: Any, ctx: BuildContext) -> dict[str, dict[str, str]]:
-    """Env and labels a builder adds to the image config (the recipe's own values win)."""
-    return builder.config(ctx) if hasattr(builder, "config") else {}
+def parts_of(builder: Builder, ctx: BuildContext) -> list[Part]:
+    """The image layers a recipe layer becomes (`Builder.parts`)."""
+    return builder.parts(ctx)
+
+
+def image_config_of(builder: Builder, ctx: BuildContext) -> dict[str, Any]:
+    """Env, labels, ports, cmd and base fields a builder adds to the image config (`Builder.config`)."""
+    return builder.config(ctx)

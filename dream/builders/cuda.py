@@ -18,9 +18,9 @@ from __future__ import annotations
 import posixpath
 import re
 from importlib import resources
-from typing import Any
+from typing import Any, Mapping
 
-from dream.builders.base import BuildContext, Part
+from dream.builders.base import BuildContext, LayerBuilder, Part
 from dream.builders.cuda_versions import (Clash, Plan, find_clash, followed_toolkit, framework_pins,
                                           plan, runtime_pin, toolkit_for)
 from dream.builders.wheelset import lock_wheels, pins, provided_by, resolve_keeping, wheel_parts
@@ -44,13 +44,13 @@ def component(wheel: Wheel) -> str:
     return re.sub(r"^(nvidia-cuda-|nvidia-)", "", name)
 
 
-class CudaBuilder:
+class CudaBuilder(LayerBuilder):
     kind = "cuda"
     version = f"1+glue{GLUE_VERSION}"
     needs_lock = True
     resolves_together = True  # cuda and python pins constrain each other (dream.lock)
 
-    def lock_inputs(self, layer: LayerSpec, recipe: Recipe) -> Any:
+    def lock_inputs(self, layer: LayerSpec, recipe: Recipe, below: Mapping[str, Any]) -> Any:
         """The settings the lock entry was resolved from. A layer that follows the python
         layers holds their requirements too, so a new torch re-locks the CUDA it follows;
         ``versions`` only when set, so that older locks stay valid."""

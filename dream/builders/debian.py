@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from dream.builders.base import BuildContext
+from dream.builders.base import BuildContext, LayerBuilder
 from dream.debian.apt import Apt, Package, UnknownPackages, VanishedPins
 from dream.debian.fixups import FIXUPS_VERSION, apply_fixups
 from dream.debian.unpack import unpack
@@ -15,12 +15,12 @@ from dream.oci.tree import Tree
 from dream.recipe.model import LayerSpec, Recipe
 
 
-class DebianBuilder:
+class DebianBuilder(LayerBuilder):
     kind = "debian"
     version = f"1+fixups{FIXUPS_VERSION}"
     needs_lock = True
 
-    def lock_inputs(self, layer: LayerSpec, recipe: Recipe) -> Any:
+    def lock_inputs(self, layer: LayerSpec, recipe: Recipe, below: Mapping[str, Any]) -> Any:
         spec = layer.spec
         inputs = {"packages": spec["packages"], "essential": spec["essential"],
                   "recommends": spec["recommends"], "architecture": recipe.image["architecture"]}

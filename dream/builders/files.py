@@ -18,14 +18,14 @@ from pathlib import Path
 from dataclasses import replace
 from typing import Any, NoReturn
 
-from dream.builders.base import BuildContext
+from dream.builders.base import BuildContext, LayerBuilder
 from dream.errors import DreamError
 from dream.oci.tree import DIR, FILE, HARDLINK, SYMLINK, Entry, Tree, climbing_symlink
 
 Inode = tuple[int, int]  # (st_dev, st_ino)
 
 
-class FilesBuilder:
+class FilesBuilder(LayerBuilder):
     """Its key and its tar come from one read of the files: `key_inputs` takes a snapshot
     (entries with the size and sha256 of every file, from the same read) and `tree` gives that
     snapshot back, so the tar holds exactly what the key describes; the tar re-hashes each file
@@ -90,12 +90,6 @@ class FilesBuilder:
                 row.append([[name, value.hex()] for name, value in e.xattrs])
             rows.append(row)
         return rows
-
-    def lock_inputs(self, layer: Any, recipe: Any) -> Any:
-        return None
-
-    def lock(self, layer: Any, recipe: Any, earlier: Any, previous: Any) -> Any:
-        return None
 
 
 def add_host_path(tree: Tree, source: Path, dest: str, mode: int | None, uid: int, gid: int,

@@ -10,24 +10,23 @@ recipe's ``image`` fields override it.
 
 from __future__ import annotations
 
+import functools
 import json
-from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from dream.builders.base import BuildContext, Part
+from dream.builders.base import BuildContext, LayerBuilder, Part
 from dream.errors import DreamError
-from dream.oci.tree import Tree
 from dream.recipe.model import LayerSpec, Recipe
-from dream.registry.reference import parse_reference
+from dream.oci.reference import parse_reference
 from dream.store import Descriptor
 
 
-class FromBuilder:
+class FromBuilder(LayerBuilder):
     kind = "from"
     version = "1"
     needs_lock = True
 
-    def lock_inputs(self, layer: LayerSpec, recipe: Recipe) -> Any:
+    def lock_inputs(self, layer: LayerSpec, recipe: Recipe, below: Mapping[str, Any]) -> Any:
         return {"from": layer.spec, "architecture": recipe.image["architecture"]}
 
     def lock(self, layer: LayerSpec, recipe: Recipe, earlier: dict[str, Any],
@@ -46,14 +45,8 @@ class FromBuilder:
         name = ctx.layer.name
         names = [name] if len(layers) == 1 else [f"{name}-{i}" for i in range(1, len(layers) + 1)]
         comment = ctx.layer.comment or f"from {entry['ref']}"
-        return [Part(part, comment, lambda d=layer: {"digest": d.digest}, None, (layer, entry["source"]))
+        return [Part(part, comment, functools.partial(_digest_of, layer), None, (layer, entry["source"]))
                 for part, layer in zip(names, layers)]
-
-    def key_inputs(self, ctx: BuildContext) -> Any:
-        raise AssertionError("a from layer is made of parts")
-
-    def tree(self, ctx: BuildContext, scratch: Path) -> Tree:
-        raise AssertionError("a from layer is never built")
 
     def config(self, ctx: BuildContext) -> dict[str, Any]:
         """The base image's config, as recipe ``image`` fields, under ``base`` (recipe wins)."""
@@ -68,10 +61,15 @@ class FromBuilder:
                              f"image config ({exc})", ctx.layer.location, f"layers.{ctx.layer.name}.from") from None
 
 
+def _digest_of(layer: Descriptor) -> dict[str, str]:
+    """A base layer's key inputs: its digest (it is taken as it is, never built)."""
+    return {"digest": layer.digest}
+
+
 def _inherited(config: dict[str, Any]) -> dict[str, Any]:
     """The base config's fields as recipe ``image`` fields; each of OCI's types is checked,
     so a config with ``Labels`` as a list is refused instead of breaking later."""
-    def typed(key: str, kind: type, default: Any) -> Any:
+    def typed(key: str, kind: type[Any], default: Any) -> Any:
         value = config.get(key)
         if value is None:
             return default

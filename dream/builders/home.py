@@ -13,7 +13,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from dream.builders.base import BuildContext
+from dream.builders.base import BuildContext, LayerBuilder
 from dream.errors import DreamError
 from dream.oci.read import read_files
 from dream.oci.tree import Tree
@@ -23,17 +23,11 @@ ACCOUNT_FILES = ("etc/passwd", "etc/group", "etc/shadow", "etc/gshadow")
 ENV_FILE = ".config/dream/env.sh"
 
 
-class HomeBuilder:
+class HomeBuilder(LayerBuilder):
     kind = "home"
     version = "2"
     needs_lock = False
     reads_lower = True
-
-    def lock_inputs(self, layer: Any, recipe: Any) -> Any:
-        return None
-
-    def lock(self, layer: Any, recipe: Any, earlier: Any, previous: Any) -> Any:
-        return None
 
     def key_inputs(self, ctx: BuildContext) -> Any:
         spec = dict(ctx.layer.spec)

@@ -8,9 +8,9 @@ while resolving and then left out, so no wheel is installed twice.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
-from dream.builders.base import BuildContext, Part
+from dream.builders.base import BuildContext, LayerBuilder, Part
 from dream.builders.wheelset import lock_wheels, pins, provided_by, resolve_keeping, wheel_parts
 from dream.errors import DreamError
 from dream.python.blame import RequirementSites
@@ -19,19 +19,20 @@ from dream.python.target import PythonTarget
 from dream.recipe.model import LayerSpec, Recipe
 
 
-class PythonBuilder:
+class PythonBuilder(LayerBuilder):
     kind = "python"
     version = "1"
     needs_lock = True
     resolves_together = True  # cuda and python pins constrain each other (dream.lock)
 
-    def lock_inputs(self, layer: LayerSpec, recipe: Recipe) -> Any:
-        from dream.builders import BUILDERS
-        below = [other for other in recipe.layers[:recipe.layers.index(layer)]
+    def lock_inputs(self, layer: LayerSpec, recipe: Recipe, below: Mapping[str, Any]) -> Any:
+        """Its own settings and those of the cuda and python layers below it (from ``below``),
+        in layer order: a python layer resolves against their pins."""
+        under = [other for other in recipe.layers[:recipe.layers.index(layer)]
                  if other.kind in ("cuda", "python")]
         return {"requirements": layer.spec["requirements"], "min_layer_size": layer.spec["min_layer_size"],
                 "python": PythonTarget.of(recipe).key(),
-                "below": [BUILDERS[o.kind].lock_inputs(o, recipe) for o in below]}
+                "below": [below[o.name] for o in under]}
 
     def lock(self, layer: LayerSpec, recipe: Recipe, earlier: dict[str, Any],
              previous: dict[str, Any]) -> Any:

@@ -14,12 +14,12 @@ import hashlib
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from dream.builders.base import BuildContext
+from dream.builders.base import BuildContext, LayerBuilder
 from dream.errors import DreamError
 from dream.oci.tree import Tree
-from dream.services.model import Deployment
+from dream.recipe.model import Deployment, LayerSpec
 from dream.services.plan import build_plan, plan_json
 
 PACKAGE_DIR = "/usr/lib/python3/dist-packages/dream_supervisor"
@@ -41,7 +41,7 @@ def chosen_deployment(ctx: BuildContext) -> Deployment:
     return deployments[wanted]
 
 
-class ServicesBuilder:
+class ServicesBuilder(LayerBuilder):
     kind = "services"
     version = "1"
     needs_lock = False
@@ -51,7 +51,7 @@ class ServicesBuilder:
         return deployment.name, plan_json(build_plan(deployment, in_image=True))
 
     def key_inputs(self, ctx: BuildContext) -> Any:
-        _check_python(ctx)
+        ctx.lock  # noqa: B018  # its (empty) entry, read through dream.lock, runs `check_lock` first
         name, plan = self._plan(ctx)
         sources = {file: hashlib.sha256(data).hexdigest() for file, data in supervisor_sources().items()}
         return {"deployment": name, "plan": hashlib.sha256(plan.encode()).hexdigest(), "supervisor": sources}
@@ -73,18 +73,11 @@ class ServicesBuilder:
         return {"cmd": ["python3", "-m", "dream_supervisor", f"{PLAN_DIR}/{deployment.name}.json"],
                 "ports": ports, "labels": {"dev.dream.deployment": deployment.name}}
 
-    def lock_inputs(self, layer: Any, recipe: Any) -> Any:
-        return None
-
-    def lock(self, layer: Any, recipe: Any, earlier: Any, previous: Any) -> Any:
-        return None
-
-
-def _check_python(ctx: BuildContext) -> None:
-    """The supervisor needs ``python3`` in the image: refuse a Debian base without it."""
-    from dream.lock import read_lock  # dream.lock imports the builders
-
-    debian = [entry for entry in read_lock(ctx.recipe).values() if entry.get("kind") == "debian"]
-    if debian and not any(re.fullmatch(r"python3(\.\d+)?", p["name"]) for e in debian for p in e["packages"]):
-        raise DreamError("the supervisor needs python3: add it to a Debian layer's packages "
-                         "(e.g. import debian-python)", ctx.layer.location, f"layers.{ctx.layer.name}")
+    def check_lock(self, layer: LayerSpec, entries: Mapping[str, Any]) -> None:
+        """The supervisor needs ``python3`` in the image. Raises `DreamError` (at the layer's
+        recipe line) when the lock has Debian entries and none of them installs ``python3`` or
+        ``python3.N``; a lock without Debian entries (a ``from`` base) is not checked."""
+        debian = [entry for entry in entries.values() if entry.get("kind") == "debian"]
+        if debian and not any(re.fullmatch(r"python3(\.\d+)?", p["name"]) for e in debian for p in e["packages"]):
+            raise DreamError("the supervisor needs python3: add it to a Debian layer's packages "
+                             "(e.g. import debian-python)", layer.location, f"layers.{layer.name}")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from dream.debian.unpack import Unpacked
 from dream.errors import DreamError
-from dream.oci.tree import DIR, FILE, HARDLINK, SYMLINK, Tree
+from dream.oci.tree import DIR, FILE, HARDLINK, SYMLINK, Entry, Tree
 
 FIXUPS_VERSION = "5"
 _ALTERNATIVE = re.compile(r"update-alternatives\s+--install\s+(\S+)\s+(\S+)\s+(\S+)\s+(\d+)((?:\s+--slave\s+\S+\s+\S+\s+\S+)*)")
@@ -270,18 +270,22 @@ def _copy_entry(tree: Tree, path: str, entry: Any, root: Path) -> None:
             target.chmod(0o755)
 
 
-def _materialize(entry, target: Path) -> None:  # type: ignore[no-untyped-def]
+def _materialize(entry: Entry, target: Path) -> None:
     if entry.data is not None:
         target.write_bytes(entry.data)
         return
+    assert entry.source is not None  # a file entry has its bytes or where they are
     try:
         os.link(entry.source, target)
     except OSError:
         shutil.copyfile(entry.source, target)
 
 
-def _read(entry) -> bytes:  # type: ignore[no-untyped-def]
-    return entry.data if entry.data is not None else Path(entry.source).read_bytes()
+def _read(entry: Entry) -> bytes:
+    if entry.data is not None:
+        return entry.data
+    assert entry.source is not None  # a file entry has its bytes or where they are
+    return Path(entry.source).read_bytes()
 
 
 def _group_id(group_file: bytes, name: bytes) -> int:

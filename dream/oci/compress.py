@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Protocol
+from typing import IO, Protocol, cast
 
 import isal
 import zstandard
-from isal import isal_zlib
+from isal import igzip, isal_zlib
 
-GZIP_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
-ZSTD_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+zstd"
+from dream.oci.mediatypes import LAYER_GZIP as GZIP_MEDIA_TYPE
+from dream.oci.mediatypes import LAYER_ZSTD as ZSTD_MEDIA_TYPE
 
 
 class Compressor(Protocol):
@@ -45,3 +45,22 @@ CODECS = {
     "zstd": Codec("zstd", ZSTD_MEDIA_TYPE, f"zstandard-{zstandard.__version__}-libzstd-"
                   f"{'.'.join(map(str, zstandard.ZSTD_VERSION))}-3-mt"),
 }
+
+
+def decompressed(raw: IO[bytes], media_type: str) -> IO[bytes]:
+    """The uncompressed stream of a layer blob ``raw`` with ``media_type``; it owns ``raw``.
+
+    The one place that maps a layer media type to its decompressor, so that reading our own
+    layers and checking pulled ones can never disagree about what a blob contains. Closing the
+    result closes ``raw`` whatever the type. zstd reads fill across frame boundaries instead of
+    coming back short at each one: zstd:chunked layers (as pushed by podman) are many frames.
+    """
+    if media_type == ZSTD_MEDIA_TYPE:
+        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True,
+                                                          read_across_frames=True)
+    if media_type.endswith(("+gzip", ".gzip")):  # OCI, Docker v2
+        stream = igzip.IGzipFile(fileobj=raw, mode="rb")
+        # GzipFile never closes a fileobj it was given; `myfileobj` is what it closes itself.
+        stream.myfileobj = raw  # type: ignore[assignment]
+        return cast(IO[bytes], stream)  # a BufferedIOBase, which typeshed does not count as IO
+    return raw

@@ -8,11 +8,12 @@ import os
 from typing import Any
 
 from dream.errors import DreamError
-from dream.store import Descriptor, Store
-from dream.store.layout import canonical_json
+from dream.oci.blobs import BlobSink
+from dream.oci.descriptor import Descriptor
+from dream.oci.digest import canonical_json
+from dream.oci.mediatypes import CONFIG as CONFIG_MEDIA_TYPE
+from dream.oci.mediatypes import MANIFEST as MANIFEST_MEDIA_TYPE
 
-CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
-MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -73,9 +74,9 @@ def image_blobs(image: dict[str, Any], layers: list[tuple[str, str, Descriptor]]
     return config, canonical_json(manifest)
 
 
-def write_image(store: Store, image: dict[str, Any],
+def write_image(sink: BlobSink, image: dict[str, Any],
                 layers: list[tuple[str, str, Descriptor]]) -> Descriptor:
     """Store config and manifest blobs; return the manifest's descriptor (not yet tagged)."""
     config, manifest = image_blobs(image, layers)
-    store.put_bytes(config, CONFIG_MEDIA_TYPE)
-    return store.put_bytes(manifest, MANIFEST_MEDIA_TYPE)
+    sink.put_bytes(config, CONFIG_MEDIA_TYPE)
+    return sink.put_bytes(manifest, MANIFEST_MEDIA_TYPE)

@@ -12,21 +12,22 @@ from __future__ import annotations
 import hashlib
 from typing import Callable
 
+from dream.oci.blobs import BlobSink
 from dream.oci.compress import Codec
+from dream.oci.descriptor import Descriptor
 from dream.oci.tar import tar_chunks
 from dream.oci.tree import Tree
-from dream.store import Descriptor, Store
 
 Progress = Callable[[int], None]
 
 
-def build_layer(tree: Tree, codec: Codec, mtime: int, store: Store,
+def build_layer(tree: Tree, codec: Codec, mtime: int, sink: BlobSink,
                 progress: Progress | None = None) -> Descriptor:
     """Write ``tree`` as one compressed layer blob; return its descriptor (with diffID)."""
     entries = tree.sorted_entries()
     diff_id = hashlib.sha256()
     compressor = codec.compressor()
-    with store.blob_writer() as blob:
+    with sink.blob_writer() as blob:
         for chunk in tar_chunks(entries, mtime, tree.label):
             diff_id.update(chunk)
             blob.write(compressor.compress(chunk))

@@ -21,14 +21,17 @@ from __future__ import annotations
 import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, cast
+from typing import IO, Self, cast
 
 import zstandard
-from isal.igzip_lib import IsalError
+from isal import igzip_lib
 
 from dream.errors import DreamError
-from dream.oci.read import decompressed
+from dream.oci.compress import decompressed
 from dream.oci.tree import target_climbs
+
+# isal's stubs declare IsalError as an instance of Exception, not a class: say what it is
+IsalError = cast(type[Exception], igzip_lib.IsalError)
 
 
 def _parts(name: str) -> list[str]:
@@ -116,10 +119,12 @@ class _StrictTarInfo(tarfile.TarInfo):
     """
 
     @classmethod
-    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> Self:
         try:
             return super().fromtarfile(tarfile_)
-        except (tarfile.EOFHeaderError, tarfile.EmptyHeaderError):
+        # both are private to tarfile (typeshed omits them), and the only way to tell the
+        # archive's normal end from a corrupt header
+        except (tarfile.EOFHeaderError, tarfile.EmptyHeaderError):  # type: ignore[attr-defined]
             raise
         except tarfile.HeaderError as error:
             raise tarfile.ReadError(f"bad tar header at byte {tarfile_.offset}: {error}") from None
@@ -132,7 +137,7 @@ def _each(archive: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
     would hold them all. Nothing here needs them again (no extraction, no link lookups).
     """
     while (member := archive.next()) is not None:
-        archive.members.clear()
+        archive.members.clear()  # type: ignore[attr-defined]  # undocumented: the list `next` appends to
         yield member
 
 

@@ -105,7 +105,7 @@ def _read_remote(wheel: Wheel, session: requests.Session | None) -> Listing | No
 
 def _read_zip(source: Path | IO[bytes] | RangeFile, wheel: Wheel, size: int) -> Listing:
     try:
-        with zipfile.ZipFile(source) as archive:  # type: ignore[arg-type]  # RangeFile is file-like
+        with zipfile.ZipFile(source) as archive:  # RangeFile is file-like (read, seek, tell)
             return Listing(size, tuple(archive.namelist()))
     except (zipfile.BadZipFile, OSError) as exc:
         raise DreamError(f"cannot read the file list of {wheel.filename}: {exc}") from None

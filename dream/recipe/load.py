@@ -19,11 +19,11 @@ from dream.recipe.paths import PathRefused, source_path
 from dream.recipe.model import LayerSpec, Recipe
 from dream.recipe.rules import FORMS
 from dream.recipe.schema import LAYER_KINDS, NAME_RE, validator
-from dream.registry.settings import HostSettings
-from dream.registry.reference import parse_reference
+from dream.recipe.model import HostSettings
+from dream.oci.reference import parse_reference
 from dream.recipe.yamlsource import Lines, PathKey, dotted, host_path, location_of, read_yaml
-from dream.services.model import Deployment
-from dream.services.model import normalize as normalize_services
+from dream.recipe.services import Deployment
+from dream.recipe.services import normalize as normalize_services
 
 MODULE_DIR = "layers"
 

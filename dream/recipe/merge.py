@@ -49,8 +49,9 @@ def _shift(lines: Lines, path: PathKey, offset: int) -> Lines:
     n = len(path)
     out: Lines = {}
     for key, loc in lines.items():
-        if key[:n] == path and len(key) > n and isinstance(key[n], int):
-            key = path + (key[n] + offset,) + key[n + 1:]
+        index = key[n] if len(key) > n else None
+        if key[:n] == path and isinstance(index, int):
+            key = path + (index + offset,) + key[n + 1:]
         out[key] = loc
     return out
 

@@ -7,8 +7,33 @@ from pathlib import Path
 from typing import Any
 
 from dream.errors import Location
-from dream.registry.settings import HostSettings
-from dream.services.model import Deployment
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    """How to reach one registry: ``plain_http`` (None: https, or http for loopback hosts
+    that do not speak TLS) and an extra CA bundle to trust.
+
+    A recipe's ``registries.<host>`` section; plain data here so that loading a recipe imports
+    nothing of the registry (dream/registry/settings.py applies the environment over it)."""
+
+    plain_http: bool | None = None
+    ca_file: str | None = None
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """A named set of services; ``services`` holds their normalized settings in run order."""
+
+    name: str
+    services: dict[str, dict[str, Any]]
+    env: dict[str, str]
+    port_base: int
+    default: bool
+    user: str | None
+    log_dir: str | None
+    location: Location | None
+    recipe: str
 
 
 @dataclass(frozen=True)

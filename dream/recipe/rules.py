@@ -1,5 +1,5 @@
 """Pieces both schemas use (the recipe's in dream/recipe/schema.py, the services' in
-dream/services/schema.py): field documentation, the text coercion, shared patterns."""
+dream/recipe/services_schema.py): field documentation, the text coercion, shared patterns."""
 
 from __future__ import annotations
 

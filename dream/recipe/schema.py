@@ -18,10 +18,10 @@ from typing import Any
 import cerberus
 
 from dream.recipe.rules import ABSOLUTE, ENV_NAME_RE, MODE_RE, RELATIVE, SIGNAL_RE, doc, form, to_text
-from dream.registry.reference import REFERENCE_PATTERN
+from dream.oci.reference import REFERENCE_PATTERN
 
 form(REFERENCE_PATTERN, "a reference such as host/repository or host/repository:tag")
-from dream.services.schema import DEPLOYMENTS, SERVICES, SERVICES_LAYER
+from dream.recipe.services_schema import DEPLOYMENTS, SERVICES, SERVICES_LAYER
 
 NAME_RE = form(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$",
                "an image name: lowercase letters, digits and . _ - between them, parts joined by /")

@@ -22,12 +22,13 @@ import sys
 from dream.errors import DreamError
 from dream.registry.client import client_for
 from dream.registry.push import PushReport, push_blob
-from dream.registry.reference import Reference, parse_reference
-from dream.store.layout import Descriptor, Store, canonical_json
-
-ARTIFACT_TYPE = "application/vnd.dream.layer.v1"
-MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
-EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"
+from dream.oci.descriptor import Descriptor
+from dream.oci.digest import canonical_json
+from dream.oci.mediatypes import DREAM_LAYER_ARTIFACT as ARTIFACT_TYPE
+from dream.oci.mediatypes import EMPTY as EMPTY_MEDIA_TYPE
+from dream.oci.mediatypes import MANIFEST as MANIFEST_MEDIA_TYPE
+from dream.oci.reference import Reference, parse_reference
+from dream.store.layout import Store
 EMPTY = b"{}"
 DIFF_ID = "dev.dream.diff-id"
 KEY = "dev.dream.key"

@@ -40,10 +40,10 @@ import requests
 import requests.adapters
 
 from dream.errors import DreamError
+from dream.oci.mediatypes import INDEX_TYPES, MANIFEST_TYPES
+from dream.oci.reference import Reference, is_loopback
 from dream.registry.credentials import Credentials, credentials_for
-from dream.registry.reference import Reference, is_loopback
 from dream.registry.settings import HostSettings, settings_for
-from dream.store.maintenance import INDEX_TYPES, MANIFEST_TYPES
 
 oras.logger.logger.log_handler = []  # oras prints its own error lines; ours say it in one
 

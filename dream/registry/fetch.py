@@ -9,15 +9,13 @@ ever unpacks an entry that points outside the image's root.
 from __future__ import annotations
 
 from dream.errors import DreamError
+from dream.oci.descriptor import Descriptor
+from dream.oci.mediatypes import is_layer
+from dream.oci.reference import parse_reference
 from dream.oci.safety import check_layer_file
 from dream.progress import bar
 from dream.registry.client import RegistryError, client_for
-from dream.registry.reference import parse_reference
-from dream.store.layout import Descriptor, Store
-
-
-def is_layer(media_type: str) -> bool:
-    return ".layer." in media_type or ".rootfs.diff." in media_type
+from dream.store.layout import Store
 
 
 def fetch_blob(store: Store, descriptor: Descriptor) -> None:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dream.oci.descriptor import Descriptor
+from dream.oci.reference import Reference, parse_reference
 from dream.progress import bar
 from dream.registry.client import RegistryClient, client_for
-from dream.registry.reference import Reference, parse_reference
-from dream.store.layout import Descriptor, Store
+from dream.store.layout import Store
 
 
 @dataclass
@@ -67,3 +68,15 @@ def push_image(store: Store, manifest: Descriptor, target: Reference, tags: list
     for reference in tags or [manifest.digest]:
         client.put_manifest(target.repository, reference, data, manifest.mediaType)
     return report
+
+
+@dataclass(frozen=True)
+class RegistryPublisher:
+    """A registry repository as a `dream.managers.base.Publisher`: ``push:<image>`` publishes
+    there (the blobs the store holds only by their sources must be fetchable: a store opened
+    with its ``fetch`` hook)."""
+
+    target: Reference
+
+    def publish(self, store: Store, manifest: Descriptor, tags: list[str]) -> str:
+        return str(push_image(store, manifest, self.target, tags))

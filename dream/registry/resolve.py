@@ -11,17 +11,10 @@ import json
 from typing import Any
 
 from dream.errors import DreamError
+from dream.oci.mediatypes import CONFIG as CONFIG_TYPE
+from dream.oci.mediatypes import INDEX_TYPES, MANIFEST_TYPES, OCI_LAYER_TYPES
+from dream.oci.reference import Reference
 from dream.registry.client import client_for
-from dream.registry.reference import Reference
-from dream.store.maintenance import INDEX_TYPES, MANIFEST_TYPES
-
-OCI_LAYER_TYPES = {
-    "application/vnd.docker.image.rootfs.diff.tar.gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
-    "application/vnd.oci.image.layer.v1.tar+gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
-    "application/vnd.oci.image.layer.v1.tar+zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
-    "application/vnd.oci.image.layer.v1.tar": "application/vnd.oci.image.layer.v1.tar",
-}
-CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
 
 
 def _platform_manifest(reference: Reference, index: dict[str, Any],

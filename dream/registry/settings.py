@@ -6,18 +6,11 @@ Kept apart from the client so that loading recipes does not import the HTTP stac
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
+from dream.recipe.model import HostSettings  # plain data of the recipe; re-exported here
 
-@dataclass(frozen=True)
-class HostSettings:
-    """How to reach one registry: ``plain_http`` (None: https, or http for loopback hosts
-    that do not speak TLS) and an extra CA bundle to trust."""
-
-    plain_http: bool | None = None
-    ca_file: str | None = None
-
+__all__ = ["HostSettings", "configure", "settings_for"]
 
 _CONFIGURED: dict[str, HostSettings] = {}
 

@@ -1,1 +1,12 @@
-"""Renderers: a deployment in, files out (pure functions; the tasks write the files)."""
+"""Renderers: a deployment's plan in, files out (pure; dream/renderers/base.py says the shape).
+
+``RENDERERS`` is the table ``doit render:<name>`` picks from; a new renderer is one module here
+and one row below.
+"""
+
+from __future__ import annotations
+
+from dream.renderers.base import Renderer
+from dream.renderers.procfile import ProcfileRenderer
+
+RENDERERS: dict[str, Renderer] = {"procfile": ProcfileRenderer()}

@@ -7,6 +7,8 @@ line is a POSIX sh script; a line that would hold a newline is passed through
 ``.env`` holds the base, so honcho's and foreman's own rule gives the same ports) and
 ``DREAM_*``. What a Procfile cannot say — start order, readiness, restarts, users — is listed
 in the file's header: those need `doit run:procfile`.
+
+Pure (dream/renderers/base.py): the env files' variables come in through the `Target`.
 """
 
 from __future__ import annotations
@@ -14,11 +16,10 @@ from __future__ import annotations
 import re
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from dream.errors import DreamError
-from dream.services.schema import shell_join
-from dream.supervisor.dotenv import EnvFileError, read_env_file
+from dream.renderers.base import File, Plan, Target
 
 HONCHO_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -54,20 +55,21 @@ def fits_dotenv(value: str) -> bool:
     return not any(char in LINE_BREAKS for char in value)
 
 
-def service_line(service: dict[str, Any], deployment: str, root: Path, config_dir: Path,
-                 deployment_env: dict[str, str] | None = None) -> str:
+def service_line(service: Mapping[str, Any], deployment: str, root: Path, config_dir: Path,
+                 deployment_env: Mapping[str, str] | None = None,
+                 env_files: Mapping[str, Mapping[str, str]] | None = None) -> str:
     """The shell script honcho runs for one service; ``deployment_env`` holds the deployment's
-    variables that .env cannot carry, exported first (the service's own env wins)."""
+    variables that .env cannot carry, exported first, then the service's env files (their
+    variables in ``env_files``, by name), then its own env, which wins."""
     steps = [f"cd {shlex.quote(str(root / service['working_dir']) if service['working_dir'] else str(root))}"]
     for volume in service["volumes"]:
         path = shlex.quote(str(root / volume["path"]))
         steps.append(f"mkdir -p {path}" if volume["persistent"] else f"rm -rf {path} && mkdir -p {path}")
     env: dict[str, str] = dict(deployment_env or {})
     for name in service["env_files"]:
-        try:
-            env.update(read_env_file(root / name))
-        except EnvFileError as exc:
-            raise DreamError(f"service {service['name']}: {exc}") from None
+        if env_files is None or name not in env_files:
+            raise DreamError(f"service {service['name']}: env file {name} was not read before rendering")
+        env.update(env_files[name])
     env.update(service["env"])
     env["DREAM_DEPLOYMENT"] = deployment
     env["DREAM_SERVICE"] = service["name"]
@@ -76,7 +78,7 @@ def service_line(service: dict[str, Any], deployment: str, root: Path, config_di
     assignments = [f"{k}={shlex.quote(v)}" for k, v in env.items()]
     assignments.append('DREAM_INSTANCE="${HONCHO_PROCESS_NAME:-${PS:-%s.1}}"' % service["name"])
     steps.append("export " + " ".join(assignments))
-    command = shell_join(service["argv"])
+    command = shlex.join(service["argv"])
     if service["oneshot"] and not service["allowed_to_exit"]:
         steps.append(f"{{ {command} || exit $?; exec sleep infinity; }}")  # honcho stops all on any exit
     elif service["oneshot"] or service["allowed_to_exit"]:
@@ -86,13 +88,24 @@ def service_line(service: dict[str, Any], deployment: str, root: Path, config_di
     return one_line(" && ".join(steps))
 
 
-def render(plan: dict[str, Any], root: Path, out: Path) -> dict[str, tuple[str, int]]:
-    """``{relative path: (text, mode)}`` under ``out``: Procfile, .env and config files."""
+class ProcfileRenderer:
+    """``build/<deployment>/procfile/``: Procfile, .env and the config files."""
+
+    name = "procfile"
+
+    def render(self, plan: Plan, target: Target) -> list[File]:
+        return render(plan, target)
+
+
+def render(plan: Plan, target: Target) -> list[File]:
+    """The config files (in service order), then Procfile and .env, all under ``target.out``."""
+    root, out = target.root, target.out
     header = [f"# Deployment {plan['name']}, rendered by dream (`doit render:procfile`); do not edit.",
               f"# Run: honcho -d {out} start   (or: foreman start -d {out} -f {out}/Procfile -e {out}/.env)",
               "# A Procfile starts every process at once and stops all when one exits: start order,",
               "# readiness, restarts and users need `doit run:procfile`, which runs the full model."]
-    lines, files = [], {}
+    lines: list[str] = []
+    files: list[File] = []
     inline = {k: v for k, v in plan["env"].items() if not fits_dotenv(v)}
     if inline:
         header.append("# " + ", ".join(inline) + ": exported by each line (.env cannot hold a carriage return or line break)")
@@ -111,11 +124,11 @@ def render(plan: dict[str, Any], root: Path, out: Path) -> dict[str, tuple[str, 
             notes.append(f"restart {service['restart']}")
         if notes:
             header.append(f"# {name}: " + "; ".join(notes) + " (not expressed here)")
-        lines.append(f"{name}: {service_line(service, plan['name'], root, out / 'config', inline)}")
+        lines.append(f"{name}: {service_line(service, plan['name'], root, out / 'config', inline, target.env_files)}")
         for item in service["config_files"]:
-            files[f"config/{name}/{item['path']}"] = (item["content"], int(item["mode"], 8))
+            files.append(File(f"config/{name}/{item['path']}", item["content"], int(item["mode"], 8)))
     env_lines = [dotenv_value(k, v) for k, v in plan["env"].items() if k not in inline]
     env_lines.append(f'PORT="{plan["port_base"]}"')
-    files["Procfile"] = ("\n".join(header + lines) + "\n", 0o644)
-    files[".env"] = ("\n".join(env_lines) + "\n", 0o600)
+    files.append(File("Procfile", "\n".join(header + lines) + "\n", 0o644))
+    files.append(File(".env", "\n".join(env_lines) + "\n", 0o600))
     return files

@@ -8,10 +8,10 @@ files under ``.dream/run/<deployment>``) and an image (root ``/``, runtime files
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Any
 
-from dream.services.model import Deployment
-from dream.services.schema import shell_join
+from dream.recipe.model import Deployment
 from dream.supervisor.plan import PLAN_VERSION
 
 HOST_RUNTIME = ".dream/run"
@@ -22,7 +22,7 @@ def argv_of(command: str | list[str], args: list[str]) -> list[str]:
     """A list command is the argv; a string runs under ``/bin/sh -c`` with ``args`` quoted onto it."""
     if isinstance(command, list):
         return list(command) + list(args)
-    return ["/bin/sh", "-c", " ".join([command.rstrip("\n")] + ([shell_join(args)] if args else []))]
+    return ["/bin/sh", "-c", " ".join([command.rstrip("\n")] + ([shlex.join(args)] if args else []))]
 
 
 def _probe(spec: dict[str, Any] | None) -> dict[str, Any] | None:

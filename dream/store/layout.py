@@ -9,7 +9,7 @@
 - Sources (``dream/sources/<hex>.json``) list the registry repositories (``host/repo``) known
   to hold a blob. A descriptor whose blob is only there (a base image's layer, a layer found in
   the remote cache) counts as available: its bytes are fetched, verified, only when something
-  reads them (`local_blob`), and a push to the same registry mounts it instead of uploading.
+  reads them (`local_blob`, through the ``fetch`` hook the store was opened with), and a push to the same registry mounts it instead of uploading.
 - A blob is trusted only once its bytes were hashed on this machine: a marker
   (``dream/verified/<hex>``) records the file's stat (size, mtime, ctime, inode) as it was when
   hashed, so an unchanged file is not hashed again (a no-op build stays a few stats), while a
@@ -27,73 +27,26 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 from dream.errors import DreamError
+from dream.oci.descriptor import Descriptor
+from dream.oci.descriptor import excerpt as _excerpt
+from dream.oci.digest import canonical_json, file_sha256
+from dream.oci.mediatypes import INDEX as INDEX_MEDIA_TYPE
 
-INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
+__all__ = ["BlobFetch", "BlobWriter", "DEFAULT_STORE", "Descriptor", "INDEX_MEDIA_TYPE", "REF_NAME", "Store",
+           "blob_stamp", "canonical_json", "file_sha256", "open_store", "store_path"]
+
 REF_NAME = "org.opencontainers.image.ref.name"
 DEFAULT_STORE = ".dream/store"
-
-
-@dataclass(frozen=True)
-class Descriptor:
-    """An OCI content descriptor, plus the uncompressed digest for layers."""
-
-    mediaType: str
-    digest: str
-    size: int
-    annotations: dict[str, str] = field(default_factory=dict)
-    diffID: str = ""
-
-    def oci(self) -> dict[str, Any]:
-        """The descriptor as it appears in a manifest or index (no dream-only fields)."""
-        out: dict[str, Any] = {"mediaType": self.mediaType, "digest": self.digest, "size": self.size}
-        if self.annotations:
-            out["annotations"] = dict(self.annotations)
-        return out
-
-    @classmethod
-    def from_json(cls, data: Any) -> "Descriptor":
-        """A descriptor from its JSON; anything of another shape is a `DreamError`."""
-        if not isinstance(data, dict):
-            raise DreamError(f"not a content descriptor: {_excerpt(data)}")
-        values = {"mediaType": data.get("mediaType"), "digest": data.get("digest"), "size": data.get("size"),
-                  "annotations": data.get("annotations", {}), "diffID": data.get("diffID", "")}
-        if not (isinstance(values["mediaType"], str) and isinstance(values["digest"], str)
-                and type(values["size"]) is int and values["size"] >= 0  # noqa: E721 (bool is no size)
-                and isinstance(values["annotations"], dict) and isinstance(values["diffID"], str)
-                and all(isinstance(k, str) and isinstance(v, str) for k, v in values["annotations"].items())):
-            raise DreamError(f"not a content descriptor: {_excerpt(data)}")
-        return cls(**values)
-
-
-def _excerpt(value: Any) -> str:
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def blob_stamp(stat: os.stat_result) -> str:
     """What a verified blob's marker records: any write, replacement or chmod changes it."""
     return f"{stat.st_size} {stat.st_mtime_ns} {stat.st_ctime_ns} {stat.st_ino}"
-
-
-def file_sha256(path: Path | str) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB chunks (memory stays flat for any size)."""
-    digest = hashlib.sha256()
-    buffer = bytearray(1 << 20)  # one buffer for the whole file: no 1 MiB allocation per read,
-    view = memoryview(buffer)    # which fragments the heap of a process hashing gigabytes
-    with open(path, "rb") as handle:
-        while count := handle.readinto(buffer):
-            digest.update(view[:count])
-    return digest.hexdigest()
-
-
-def canonical_json(value: Any) -> bytes:
-    """The one JSON spelling dream hashes and writes: sorted keys, no spaces, UTF-8."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 class BlobWriter:
@@ -159,11 +112,22 @@ class BlobWriter:
             self.path.unlink(missing_ok=True)
 
 
-class Store:
-    """An OCI image layout directory with dream's refs and locks beside the blobs."""
+BlobFetch = Callable[["Store", Descriptor], None]
+"""How a store gets a blob it knows only by its sources: download it into the store (verified,
+through `Store.blob_writer`) or raise `DreamError`. The task layer passes one in
+(`dream.registry.fetch.fetch_blob`): the store itself never imports the registry."""
 
-    def __init__(self, root: Path) -> None:
+
+class Store:
+    """An OCI image layout directory with dream's refs and locks beside the blobs.
+
+    ``fetch`` is called for a blob that only a registry holds (`local_blob`); a store opened
+    without one reads local blobs only.
+    """
+
+    def __init__(self, root: Path, fetch: BlobFetch | None = None) -> None:
         self.root = root
+        self.fetch = fetch
         self.blobs = root / "blobs" / "sha256"
         self.meta = root / "dream"
         self.refs = self.meta / "refs"
@@ -312,8 +276,11 @@ class Store:
                 if self.blob_path(descriptor.digest).exists():
                     raise DreamError(self._unusable(descriptor.digest, descriptor.size))
                 raise DreamError(f"blob {descriptor.digest} is not in the store and has no known source")
-            from dream.registry.fetch import fetch_blob  # the store itself never needs the network
-            fetch_blob(self, descriptor)
+            if self.fetch is None:
+                raise DreamError(f"blob {descriptor.digest} is only in a registry "
+                                 f"({', '.join(self.sources(descriptor.digest))}); this store was "
+                                 "opened without registry access")
+            self.fetch(self, descriptor)
         return self.blob_path(descriptor.digest)
 
     # -- sources: where else a blob lives ---------------------------------------------------
@@ -535,7 +502,7 @@ def store_path() -> Path:
     return Path(os.environ.get("DREAM_STORE") or DEFAULT_STORE).absolute()
 
 
-def open_store(root: Path | None = None) -> Store:
+def open_store(root: Path | None = None, fetch: BlobFetch | None = None) -> Store:
     """The store at ``root`` (default: `store_path`), created if missing.
 
     A path that cannot be a store (a file, an unwritable directory) is one line naming the
@@ -545,6 +512,6 @@ def open_store(root: Path | None = None) -> Store:
     path = root or store_path()
     check_directory("DREAM_STORE", path)
     try:
-        return Store(path).init()
+        return Store(path, fetch).init()
     except OSError as exc:
         raise DreamError(f"{label('DREAM_STORE', path)}: cannot set up the store: {exc.strerror or exc}") from None

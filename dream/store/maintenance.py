@@ -21,13 +21,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from dream.errors import DreamError
+from dream.oci.compress import decompressed
+from dream.oci.mediatypes import INDEX_TYPES, MANIFEST_TYPES
 from dream.store.layout import INDEX_MEDIA_TYPE, REF_NAME, Descriptor, Store, file_sha256
 from dream.store.running import running_since
-
-MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json",
-                  "application/vnd.docker.distribution.manifest.v2+json")
-INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
-               "application/vnd.docker.distribution.manifest.list.v2+json")
 
 
 @dataclass
@@ -233,7 +230,6 @@ def _ref_problem(store: Store, path: Path, diff_ids: dict[str, str]) -> str:
 
 def _diff_id(store: Store, descriptor: Descriptor) -> str:
     """The sha256 of a layer blob's uncompressed bytes ("unreadable: …" if it does not decompress)."""
-    from dream.oci.read import decompressed
     digest = hashlib.sha256()
     try:
         with decompressed(open(store.blob_path(descriptor.digest), "rb"), descriptor.mediaType) as stream:

@@ -335,7 +335,7 @@ def test_a_layer_changed_under_its_build_is_never_published_to_the_layer_cache(
 @pytest.mark.parametrize("which", ["layer", "config"])
 def test_push_never_sends_a_corrupt_blob(registry_anonymous: RunningRegistry, tmp_path: Path, which: str) -> None:
     from dream.registry.push import push_image
-    from dream.registry.reference import parse_reference
+    from dream.oci.reference import parse_reference
     from dream.store import Descriptor, Store
     project = make_project(tmp_path / "p", {"small.yaml": SMALL}, with_demo=False)
     project.doit("build:small", env=NO_CACHE)
@@ -365,7 +365,7 @@ def test_push_never_sends_a_corrupt_blob(registry_anonymous: RunningRegistry, tm
 def _push_image_with_config(store_root: Path, registry: RunningRegistry, repository: str, config: dict) -> str:  # type: ignore[type-arg]
     """Push a one-layer image whose config's ``config`` is ``config``; its reference."""
     from dream.registry.push import push_image
-    from dream.registry.reference import parse_reference
+    from dream.oci.reference import parse_reference
     from dream.store import open_store
     store = open_store(store_root)
     raw = io.BytesIO()

@@ -35,6 +35,7 @@ def test_stale_lock_names_the_command(tmp_path) -> None:  # type: ignore[no-unty
     recipe.write_text(recipe.read_text() + "  - name: more\n    debian: {packages: [curl]}\n")
     out = _failure_line(project.doit("build:python-app", check=False))
     assert "recipes/python-app.yaml:21: layers.more: not in the lock" in out
+    assert "python-app/debian: sha256:" not in out  # stopped before any layer was built
     module = project.root / "layers" / "debian-python.yaml"
     recipe.write_text(recipe.read_text().split("  - name: more")[0])
     module.write_text(module.read_text().replace("packages: [python3, ca-certificates]",

@@ -31,6 +31,12 @@ def gpu(tmp_path_factory: pytest.TempPathFactory) -> Project:
     return project
 
 
+def test_the_image_is_the_golden_one(gpu: Project) -> None:
+    """Built from its lock into an empty store: the digest tests/golden records (see its README)."""
+    from tests.integration.test_golden import golden
+    assert gpu.manifest_digest("gpu-image") == golden("gpu-image")
+
+
 def docker_run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["docker", "run", "--rm", "--pull", "never", "--network", "none", *args],
                           capture_output=True, text=True, check=check)

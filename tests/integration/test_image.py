@@ -68,6 +68,12 @@ def test_skopeo_and_umoci_read_the_store(built: Project, tmp_path: Path) -> None
     assert (rootfs / "etc" / "ld.so.cache").stat().st_size > 0
 
 
+def test_the_image_is_the_golden_one(built: Project) -> None:
+    """Built from its lock into an empty store: the digest tests/golden records (see its README)."""
+    from tests.integration.test_golden import golden
+    assert built.manifest_digest("python-app") == golden("python-app")
+
+
 def test_reproducible_in_two_empty_stores(built: Project, tmp_path: Path) -> None:
     time.sleep(1.1)  # a different second: nothing may depend on the clock
     other = make_project(tmp_path / "elsewhere" / "deeper")

@@ -356,7 +356,7 @@ def test_a_1_gib_blob_pushes_in_constant_memory(registry_anonymous: RunningRegis
     code = f"""
 from pathlib import Path
 from dream.registry.push import push_image
-from dream.registry.reference import parse_reference
+from dream.oci.reference import parse_reference
 from dream.store import Descriptor, open_store
 store = open_store(Path({str(store.root)!r}))
 manifest = Descriptor.from_json({manifest.__dict__!r})
@@ -373,6 +373,20 @@ print("maxrss_kib", next(int(line.split()[1]) for line in open("/proc/self/statu
     print(f"\npeak memory pushing a 1 GiB blob: {peak_mib:.1f} MiB")
     assert peak_mib < 100
     assert len(registry_anonymous.blob_uploads(mark)) == 2
+
+
+def test_a_registry_repository_is_a_publisher(registry_anonymous: RunningRegistry, tmp_path: Path) -> None:
+    import requests
+
+    from dream.oci.reference import parse_reference
+    from dream.registry.push import RegistryPublisher
+    store, manifest = _image_with_layer(tmp_path / "store", size=1 << 20)
+    digest = manifest.digest  # type: ignore[attr-defined]
+    line = RegistryPublisher(parse_reference(f"{registry_anonymous.host}/published/app")).publish(
+        store, manifest, ["1.0"])  # type: ignore[arg-type]
+    assert line.startswith(f"pushed {registry_anonymous.host}/published/app@{digest}: 2 blobs uploaded")
+    answer = requests.get(registry_anonymous.url("/v2/published/app/tags/list"), timeout=10)
+    assert answer.status_code == 200 and answer.json()["tags"] == ["1.0"]
 
 
 def _tar_gz(entries: list[tuple[str, str]]) -> bytes:
@@ -404,7 +418,7 @@ def _tar_gz(entries: list[tuple[str, str]]) -> bytes:
 def test_a_malicious_base_layer_is_refused(registry_anonymous: RunningRegistry, tmp_path: Path,
                                            entries: list[tuple[str, str]], bad: str) -> None:
     from dream.registry.push import push_image
-    from dream.registry.reference import parse_reference
+    from dream.oci.reference import parse_reference
     layer = _tar_gz(entries)
     store, manifest = _image_with_layer(tmp_path / "evil-store", layer=layer)
     repo = f"{registry_anonymous.host}/evil/{len(entries)}-{abs(hash(bad)) % 1000}"

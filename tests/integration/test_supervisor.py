@@ -688,6 +688,7 @@ services:
 
 
 def test_passing_liveness_keeps_the_service(harness: Harness) -> None:
+    """The probe must run (each run leaves a line in probes.log), pass, and leave the service be."""
     harness.file("healthy.flag", "")
     plan = harness.recipe("""\
 services:
@@ -696,16 +697,20 @@ services:
       echo "fine start"
       exec sleep 30
     liveness:
-      exec: test -e healthy.flag
+      exec: test -e healthy.flag && echo ran >> probes.log
       period: 100ms
       failure_threshold: 2
     restart: on-failure
 """)
+    log = harness.root / "probes.log"
     run = harness.start(plan)
     run.wait_for("^fine start$", "fine")
-    time.sleep(0.8)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and (not log.exists() or len(log.read_text().splitlines()) < 4):
+        time.sleep(0.05)
     run.signal(signal.SIGTERM)
     assert run.wait(3) == 0
+    assert log.exists() and len(log.read_text().splitlines()) >= 4, run.output
     assert run.texts("fine") == ["fine start"], run.output
     assert "liveness" not in run.output
 

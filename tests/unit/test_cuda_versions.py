@@ -151,11 +151,11 @@ def test_lock_settings_change_only_with_what_the_lock_depends_on(tmp_path: Path)
     python = "  - name: py\n    python: {requirements: [torch==2.8.0]}\n"
     builder = CudaBuilder()
     plain = load_recipe(_recipe(tmp_path, '{version: "12.9", components: [cudart]}', python), tmp_path)
-    assert builder.lock_inputs(plain.layers[0], plain) == {  # as before: committed locks stay valid
+    assert builder.lock_inputs(plain.layers[0], plain, {}) == {  # as before: committed locks stay valid
         "version": "12.9", "components": ["cudart"], "min_layer_size": 16_000_000, "python": TARGET.key()}
     written = "{version: python, components: [cudart], versions: {cudnn: '9.10'}}"
     follow = load_recipe(_recipe(tmp_path, written, python), tmp_path)
-    inputs = builder.lock_inputs(follow.layers[0], follow)
+    inputs = builder.lock_inputs(follow.layers[0], follow, {})
     assert inputs["follows"] == ["torch==2.8.0"] and inputs["versions"] == {"cudnn": "9.10"}
 
 

@@ -1,5 +1,6 @@
 """Env files (dream.supervisor.dotenv) and the Procfile renderer's quoting (dream.renderers.procfile),
-checked against a real ``/bin/sh``."""
+checked against a real ``/bin/sh``; the renderer is pure (the env files come in through the
+Target, read by dream.managers.host)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ import pytest
 
 from dream.errors import DreamError
 from dream.recipe.load import load_recipe
+from dream.managers import host
+from dream.renderers import RENDERERS
+from dream.renderers.base import File, Target
 from dream.renderers.procfile import dotenv_value, one_line, render, service_line
 from dream.services.plan import build_plan
 from dream.supervisor.dotenv import EnvFileError, parse_env, read_env_file
@@ -223,12 +227,13 @@ def test_render_writes_procfile_env_and_config(tmp_path: Path) -> None:
                     "  web:\n    command: web\n    replicas: 2\n    restart: always\n    depends_on: {db: healthy}\n"
                     "    config_files: [{path: a.conf, content: \"x\\n\", mode: \"0600\"}]\n")
     plan = build_plan(load_recipe(path, tmp_path).deployments["dev"])
-    files = render(plan, tmp_path, tmp_path / "out")
-    assert set(files) == {"Procfile", ".env", "config/web/a.conf"}
-    assert files["config/web/a.conf"] == ("x\n", 0o600)
-    env_text, env_mode = files[".env"]
-    assert env_mode == 0o600 and parse_env(env_text) == {"GREETING": 'hi "you"', "PORT": "6000"}
-    procfile = files["Procfile"][0]
+    rendered = render(plan, Target(tmp_path, tmp_path / "out"))
+    assert [f.path for f in rendered] == ["config/web/a.conf", "Procfile", ".env"]
+    files = {f.path: f for f in rendered}
+    assert files["config/web/a.conf"] == File("config/web/a.conf", "x\n", 0o600)
+    assert files[".env"].mode == 0o600 and parse_env(files[".env"].content) == {"GREETING": 'hi "you"', "PORT": "6000"}
+    procfile = files["Procfile"].content
+    assert files["Procfile"].mode == 0o644
     processes = [l.split(":", 1)[0] for l in procfile.splitlines() if not l.startswith("#")]
     assert processes == ["db", "web"]
     assert "# web: waits for db (healthy); 2 replicas: honcho start -c web=2; restart always" in procfile
@@ -237,4 +242,45 @@ def test_render_writes_procfile_env_and_config(tmp_path: Path) -> None:
 def test_render_refuses_a_dotenv_value_honcho_would_change(tmp_path: Path) -> None:
     plan = {"name": "x", "env": {"PATTERN": "a\\nb"}, "port_base": 5000, "services": []}
     with pytest.raises(DreamError, match="PATTERN: a backslash before n or t"):
-        render(plan, tmp_path, tmp_path / "out")
+        render(plan, Target(tmp_path, tmp_path / "out"))
+
+
+# -- the renderer does no I/O: env files come in through the Target -------------------------------
+
+def _env_file_project(tmp_path: Path) -> Path:
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "layers").mkdir()
+    path = tmp_path / "recipes" / "x.yaml"
+    path.write_text("services:\n  a:\n    command: a\n    env_files: [base.env]\n    env: {B: own}\n"
+                    "  b:\n    command: b\n    env_files: [base.env, more.env]\n")
+    return path
+
+
+def test_the_renderer_takes_env_files_from_the_target_and_reads_nothing(tmp_path: Path) -> None:
+    plan = build_plan(load_recipe(_env_file_project(tmp_path), tmp_path).deployments["x"])
+    target = Target(tmp_path, tmp_path / "out", {"base.env": {"A": "from base", "B": "base"},
+                                                  "more.env": {"C": "more"}})
+    procfile = next(f.content for f in RENDERERS["procfile"].render(plan, target) if f.path == "Procfile")
+    lines = {line.split(":", 1)[0]: line for line in procfile.splitlines() if not line.startswith("#")}
+    assert "A='from base' B=own " in lines["a"] and "C=" not in lines["a"]
+    assert "A='from base' B=base C=more " in lines["b"]  # no file exists: nothing was read
+    with pytest.raises(DreamError, match=r"^service b: env file more.env was not read before rendering$"):
+        render(plan, Target(tmp_path, tmp_path / "out", {"base.env": {}}))
+
+
+def test_the_host_reads_env_files_in_service_order_and_writes_what_was_rendered(tmp_path: Path) -> None:
+    deployment = load_recipe(_env_file_project(tmp_path), tmp_path).deployments["x"]
+    plan = build_plan(deployment)
+    with pytest.raises(DreamError, match=r"^service a: env file .*base\.env: No such file or directory$"):
+        host.read_env_files(plan, tmp_path)
+    (tmp_path / "base.env").write_text("A=1\n")
+    with pytest.raises(DreamError, match=r"^service b: env file .*more\.env: No such file or directory$"):
+        host.render(deployment, tmp_path, RENDERERS["procfile"])
+    assert not (tmp_path / "build").exists()  # nothing written before every file was read
+    (tmp_path / "more.env").write_text("C=2\n")
+    assert host.read_env_files(plan, tmp_path) == {"base.env": {"A": "1"}, "more.env": {"C": "2"}}
+    out = host.render(deployment, tmp_path, RENDERERS["procfile"])
+    assert out == tmp_path / "build" / "x" / "procfile"
+    assert sorted(p.name for p in out.iterdir()) == [".env", "Procfile", "plan.json"]
+    assert (out / ".env").stat().st_mode & 0o777 == 0o600
+    assert "A=1 C=2 " in (out / "Procfile").read_text()

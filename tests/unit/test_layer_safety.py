@@ -20,7 +20,7 @@ import zstandard
 
 from dream.errors import DreamError
 from dream.oci.compress import GZIP_MEDIA_TYPE, ZSTD_MEDIA_TYPE
-from dream.oci.read import decompressed
+from dream.oci.compress import decompressed
 from dream.oci.safety import check_layer_file, check_members
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import pytest
 
 import dream.lock
+from dream.builders.base import LayerBuilder
 from dream.errors import DreamError, Location
 from dream.lock import Upgrade, write_lock
 from dream.recipe.model import LayerSpec, Recipe
 
 
-class Scripted:
+class Scripted(LayerBuilder):
     """A lockable layer kind whose 'index' is a dict of name → newest version. It resolves
     like apt or uv: a preferred (previous) version is kept, anything else gets the newest."""
 
@@ -26,7 +27,7 @@ class Scripted:
         self.resolved: list[str] = []
         self.rechecked: list[str] = []
 
-    def lock_inputs(self, layer: LayerSpec, recipe: Recipe) -> Any:
+    def lock_inputs(self, layer: LayerSpec, recipe: Recipe, below: Mapping[str, Any]) -> Any:
         return layer.spec
 
     def lock(self, layer: LayerSpec, recipe: Recipe, earlier: dict[str, Any], previous: dict[str, Any]) -> Any:

@@ -16,7 +16,7 @@ import urllib3
 from dream.errors import DreamError
 from dream.registry.client import _transient
 from dream.registry.credentials import credentials_for
-from dream.registry.reference import is_loopback, parse_reference
+from dream.oci.reference import is_loopback, parse_reference
 
 DIGEST = "sha256:" + "ab" * 32
 

@@ -51,13 +51,16 @@ CASES = [
      "its last process would get PORT=65552, above 65535 (each service takes 100 more, each replica 1 more); lower port_base"),
     ("bad-duration",
      "services:\n  a:\n    command: x\n    backoff: 2 minutes\n",
-     "recipes/bad.yaml:4: services.a.backoff", ""),
+     "recipes/bad.yaml:4: services.a.backoff",
+     "must be a number of seconds or a duration such as 500ms, 2s, 1m"),
     ("bad-duration-unit",
      "services:\n  a:\n    command: x\n    stop_grace_period: 5x\n",
-     "recipes/bad.yaml:4: services.a.stop_grace_period", ""),
+     "recipes/bad.yaml:4: services.a.stop_grace_period",
+     "must be a number of seconds or a duration such as 500ms, 2s, 1m"),
     ("bad-probe-duration",
      "services:\n  a:\n    command: x\n    readiness:\n      tcp: {port: 80}\n      period: soon\n",
-     "recipes/bad.yaml:6: services.a.readiness.period", ""),
+     "recipes/bad.yaml:6: services.a.readiness.period",
+     "must be a number of seconds or a duration such as 500ms, 2s, 1m"),
     ("negative-duration",
      "services:\n  a:\n    command: x\n    backoff: -1\n",
      "recipes/bad.yaml:4: services.a.backoff", "min value is 0"),
@@ -72,7 +75,8 @@ CASES = [
      "recipes/bad.yaml:2: services.a.command", "required field"),
     ("probe-two-kinds",
      "services:\n  a:\n    command: x\n    readiness:\n      tcp: {port: 80}\n      exec: 'true'\n",
-     "recipes/bad.yaml:4: services.a.readiness", ""),
+     "recipes/bad.yaml:4: services.a.readiness",
+     "needs exactly one of exec, http, tcp (got exec, tcp)"),
     ("bad-service-name",
      "services:\n  Web:\n    command: x\n",
      "recipes/bad.yaml:2: services.Web", "must be a name of lowercase letters, digits, _ -"),
@@ -99,6 +103,7 @@ def _error_lines(tmp_path: Path, text: str) -> list[str]:
 
 @pytest.mark.parametrize("name,text,where,message", CASES, ids=[c[0] for c in CASES])
 def test_one_clear_line(tmp_path: Path, name: str, text: str, where: str, message: str) -> None:
+    assert message, "a row must say its message: an empty one matches any line"
     lines = _error_lines(tmp_path, text)
     assert len(lines) == 1, lines
     assert lines[0].startswith(where + ":"), lines[0]

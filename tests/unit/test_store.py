@@ -69,3 +69,39 @@ def test_gc_keeps_what_tags_reach(tmp_path: Path) -> None:
     assert store.get_ref("o" * 64) is None
     assert verify(store).problems == []
     assert json.loads((store.root / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
+
+
+def test_a_blob_only_a_registry_holds_goes_through_the_stores_fetch_hook(tmp_path: Path) -> None:
+    import hashlib
+
+    import pytest
+
+    from dream.errors import DreamError
+    from dream.store import Descriptor, Store
+    data = b'{"remote": true}'
+    remote = Descriptor("application/vnd.oci.image.config.v1+json", "sha256:" + hashlib.sha256(data).hexdigest(),
+                        len(data))
+    plain = open_store(tmp_path / "s")
+    plain.add_source(remote.digest, "registry.example/team/base")
+    with pytest.raises(DreamError) as caught:  # no hook: the store never reaches for a network
+        plain.local_blob(remote)
+    assert str(caught.value) == (f"blob {remote.digest} is only in a registry (registry.example/team/base); "
+                                 "this store was opened without registry access")
+    asked: list[str] = []
+
+    def fetch(store: Store, descriptor: Descriptor) -> None:
+        asked.append(descriptor.digest)
+        store.put_bytes(data, descriptor.mediaType)
+    hooked = open_store(tmp_path / "s", fetch=fetch)
+    assert hooked.local_blob(remote).read_bytes() == data and asked == [remote.digest]
+    assert hooked.local_blob(remote).read_bytes() == data and asked == [remote.digest]  # here now: no second fetch
+
+
+def test_the_store_and_the_oci_code_import_no_registry() -> None:
+    """`doit list` and every store command load neither the registry code nor an HTTP client."""
+    import sys
+    code = ("import sys, dream.store.layout, dream.store.maintenance, dream.oci.read, dream.oci.image, "
+            "dream.oci.layer, dream.oci.safety; "
+            "print(sorted(m for m in sys.modules if m.startswith(('dream.registry', 'oras', 'requests'))))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

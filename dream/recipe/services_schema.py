@@ -8,7 +8,6 @@ together; `doit run:procfile` runs one, the `services` layer puts one into an im
 from __future__ import annotations
 
 import re
-import shlex
 from typing import Any
 
 from dream.recipe.rules import ABSOLUTE, ENV_NAME_RE, MODE_RE, RELATIVE, SIGNAL_RE, doc, form, to_text
@@ -266,7 +265,3 @@ SERVICES_LAYER = {
                        **doc("Which deployment of this recipe; default: its only or default one.")},
     },
 }
-
-
-def shell_join(argv: list[str]) -> str:
-    return " ".join(shlex.quote(a) for a in argv)

@@ -1,5 +1,9 @@
 """The service tasks: ``render:procfile`` and ``run:procfile``, each for one deployment.
 
+Wiring only: a task picks the deployment, then a renderer (dream/renderers/, through
+dream/managers/host.py, which reads and writes the files) or a manager (dream/managers/) does
+the work.
+
 ``-d NAME`` (``--deployment``) picks the deployment; without it, ``$DREAM_DEPLOYMENT``, else
 the one deployment marked ``default: true``, else the project's only deployment.
 (``run`` is a doit command, so ``run:procfile`` is a task whose basename holds the colon.)
@@ -8,7 +12,6 @@ the one deployment marked ``default: true``, else the project's only deployment.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,14 +19,11 @@ from typing import Any
 from doit.exceptions import TaskFailed
 
 from dream.errors import DreamError
-from dream.recipe.model import Recipe
-from dream.renderers import procfile
-from dream.services.model import Deployment
-from dream.services.plan import build_plan, plan_json
-from dream.supervisor.plan import plan_from_json
-from dream.supervisor.supervisor import Supervisor
+from dream.managers import host
+from dream.recipe.model import Deployment, Recipe
+from dream.renderers import RENDERERS
 
-RENDER_DIR = "build"
+RENDER_DIR = host.RENDER_DIR
 DEPLOYMENT_PARAM = {"name": "deployment", "short": "d", "long": "deployment", "default": "",
                     "help": "the deployment (default: $DREAM_DEPLOYMENT, the one marked default, "
                             "or the only one)"}
@@ -61,28 +61,13 @@ def pick(deployments: dict[str, Deployment], requested: str) -> Deployment:
 
 
 def render_procfile(deployment: Deployment, root: Path) -> Path:
-    out = root / RENDER_DIR / deployment.name / "procfile"
-    plan = build_plan(deployment)
-    files = procfile.render(plan, root, out)
-    if (out / "config").exists():
-        shutil.rmtree(out / "config")
-    for relative, (text, mode) in files.items():
-        path = out / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".tmp")
-        temporary.write_text(text)
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    (out / "plan.json").write_text(plan_json(plan))
-    return out
+    """``build/<deployment>/procfile/``, written; the folder."""
+    return host.render(deployment, root, RENDERERS["procfile"])
 
 
 def run_procfile(deployment: Deployment, root: Path) -> int:
-    plan = build_plan(deployment)
-    state = root / plan["runtime_dir"]
-    state.mkdir(parents=True, exist_ok=True)
-    (state / "plan.json").write_text(plan_json(plan))
-    return Supervisor(plan_from_json(plan), root).run()
+    """The deployment under dream's supervisor here, until it ends; its exit code."""
+    return host.run(deployment, root)
 
 
 def service_tasks(recipes: list[Recipe], root: Path) -> dict[str, Any]:

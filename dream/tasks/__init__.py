@@ -8,7 +8,7 @@ Tasks (``doit list --all``):
   shell:<image>          a shell in the image on the current directory (dream/shell.py)
   push:<image>           push the built image to registries (image.push or --to)
   pull:<image>           fetch the blobs of the image that only a registry holds
-  render:procfile        write a deployment's Procfile and .env (dream/services/tasks.py)
+  render:procfile        write a deployment's Procfile and .env (dream/tasks/services.py)
   run:procfile           run a deployment under dream's supervisor
   verify, gc             check / clean the store
 
@@ -40,7 +40,7 @@ from dream.recipe.load import load_recipe
 from dream import verbs
 from dream.recipe.model import LayerSpec, Recipe
 from dream.registry.settings import configure
-from dream.services.tasks import service_tasks
+from dream.tasks.services import service_tasks
 from dream.shell import shell_task
 from dream.store import Descriptor, Store, open_store
 from dream.store.layout import canonical_json, store_path
@@ -49,6 +49,13 @@ if TYPE_CHECKING:
     from dream.registry.cache import LayerCache
 
 RECIPE_DIR = "recipes"
+
+
+def _fetch(store: Store, descriptor: Descriptor) -> None:
+    """The stores' hook for a blob only a registry holds (`Store.local_blob`); the registry
+    code is imported only when one is fetched, so `doit list` loads no HTTP stack."""
+    from dream.registry.fetch import fetch_blob
+    fetch_blob(store, descriptor)
 
 
 def load_recipes(root: Path) -> list[Recipe]:
@@ -107,7 +114,9 @@ class LayerJob:
     def build(self) -> dict[str, Any]:
         """The layer task's action: reuse the store's blob for this key, take it from its
         registry (a base image's layer) or the layer cache, or build it (and publish it)."""
-        store = open_store()
+        if self.image.problem is not None:
+            raise self.image.problem
+        store = open_store(fetch=_fetch)
         with store.lock("store", shared=True):
             descriptor = self.built(store) or self.from_outside(store)
             if descriptor is None:
@@ -125,9 +134,10 @@ class LayerJob:
             store.add_source(descriptor.digest, source)
             print(f"{label}: {descriptor.digest} (from {source})")
             return descriptor
-        found = self.image.cache.lookup(store, self.key, self.codec.media_type) if self.image.cache else None
-        if found is not None:
-            print(f"{label}: {found.digest} (from the layer cache {self.image.cache.reference.name})")
+        cache = self.image.cache
+        found = cache.lookup(store, self.key, self.codec.media_type) if cache else None
+        if cache and found is not None:
+            print(f"{label}: {found.digest} (from the layer cache {cache.reference.name})")
         return found
 
     def build_here(self, store: Store) -> Descriptor:
@@ -145,6 +155,8 @@ class LayerJob:
         """Up to date when the store has this key. The ref is re-stamped, under the store lock,
         as the build action would re-write it: `gc` spares what a running build wrote or
         re-wrote, and an up-to-date layer's blob, which no tag may reach yet, is one of those."""
+        if self.image.problem is not None:
+            return False  # the action says what stops the image
         store = open_store()
         with store.lock("store", shared=True):
             if self.built(store) is None:
@@ -163,10 +175,25 @@ class ImageJob:
         self.layers: list[LayerJob] = []
         for layer in recipe.layers:
             try:
-                parts = parts_of(BUILDERS[layer.kind], self.context(layer, Store(store_path())))
+                parts = parts_of(BUILDERS[layer.kind], self.context(layer, Store(store_path(), fetch=_fetch)))
                 self.layers += [LayerJob(self, layer, part) for part in parts]
             except DreamError as exc:  # e.g. no lock yet: the task fails and says so
                 self.layers.append(LayerJob(self, layer, None, exc))
+
+    @cached_property
+    def problem(self) -> DreamError | None:
+        """What stops a layer of this image before anything is built (no lock, a layer missing
+        from it or stale in it): every layer task fails with it, so a mistake in the last layer
+        costs no build of the first ones."""
+        found = next((job.problem for job in self.layers if job.problem is not None), None)
+        if found is not None:
+            return found
+        try:
+            for layer in self.recipe.layers:
+                locked_inputs(self.recipe, layer.name, self.locks())
+        except DreamError as exc:
+            return exc
+        return None
 
     def locks(self) -> dict[str, Any]:
         if self._locks is None:
@@ -205,7 +232,7 @@ class ImageJob:
         ports: set[str] = set(self.recipe.image.get("ports", []))
         cmd = None
         for layer in self.recipe.layers:
-            extra = image_config_of(BUILDERS[layer.kind], self.context(layer, Store(store_path())))
+            extra = image_config_of(BUILDERS[layer.kind], self.context(layer, Store(store_path(), fetch=_fetch)))
             base.update(extra.get("base", {}))
             env.update(extra.get("env", {}))
             labels.update(extra.get("labels", {}))
@@ -248,14 +275,14 @@ class ImageJob:
     def push(self, to: list[str]) -> None:
         """Push the built image to ``to`` (``--to``, repeatable) or the recipe's ``image.push``."""
         from dream.registry.push import push_image
-        from dream.registry.reference import parse_reference
+        from dream.oci.reference import parse_reference
         targets = [parse_reference(t, "push target") for t in (to or self.recipe.image["push"])]
         if not targets:
             raise DreamError(f"nowhere to push {self.recipe.name}: set image.push in "
                              f"{self.recipe.display} or give --to host/repository")
         if any(t.digest for t in targets):
             raise DreamError("a push target is a repository, with a tag at most, not a digest")
-        store = open_store()
+        store = open_store(fetch=_fetch)
         with store.lock("store", shared=True):  # gc waits: no blob vanishes mid-push
             manifest = self.tagged(store)
             for target in targets:
@@ -288,7 +315,7 @@ class ImageJob:
 
     def pull(self) -> None:
         """Make the store hold the whole built image."""
-        store = open_store()
+        store = open_store(fetch=_fetch)
         with store.lock("store", shared=True):
             missing = self.fetch_missing(store, self.tagged(store))
         print(f"{self.recipe.name}: fetched {len(missing)} blobs "
@@ -297,7 +324,7 @@ class ImageJob:
 
     def load(self) -> None:
         from dream.engine import load
-        store = open_store()
+        store = open_store(fetch=_fetch)
         with store.lock("store", shared=True):
             manifest = self.tagged(store)
             self.fetch_missing(store, manifest)  # a base layer may still be remote

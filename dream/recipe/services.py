@@ -4,28 +4,13 @@ readiness probe, a deployment that leaves out a dependency), each reported at it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dream.errors import DreamError, Location
+from dream.errors import DreamError
+from dream.recipe.model import Deployment
 from dream.recipe.paths import PathRefused, lexically_below, runtime_path
 from dream.recipe.yamlsource import Lines, PathKey, dotted, host_path, location_of
-
-
-@dataclass(frozen=True)
-class Deployment:
-    """A named set of services; ``services`` holds their normalized settings in run order."""
-
-    name: str
-    services: dict[str, dict[str, Any]]
-    env: dict[str, str]
-    port_base: int
-    default: bool
-    user: str | None
-    log_dir: str | None
-    location: Location | None
-    recipe: str
 
 
 class _Checker:
