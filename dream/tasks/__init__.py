@@ -185,14 +185,14 @@ class ImageJob:
         """What stops a layer of this image before anything is built (no lock, a layer missing
         from it or stale in it): every layer task fails with it, so a mistake in the last layer
         costs no build of the first ones."""
-        found = next((job.problem for job in self.layers if job.problem is not None), None)
-        if found is not None:
-            return found
-        try:
-            for layer in self.recipe.layers:
+        for layer in self.recipe.layers:  # in order: the first layer's mistake is named
+            found = next((job.problem for job in self.layers if job.layer is layer and job.problem), None)
+            if found is not None:
+                return found
+            try:
                 locked_inputs(self.recipe, layer.name, self.locks())
-        except DreamError as exc:
-            return exc
+            except DreamError as exc:
+                return exc
         return None
 
     def locks(self) -> dict[str, Any]:
