@@ -12,7 +12,10 @@ import os
 import subprocess
 import sys
 
-import requests
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import requests
 
 
 @functools.lru_cache(maxsize=1)
@@ -55,6 +58,7 @@ def http_session() -> requests.Session:
     certificate (``client-cert``); proxies and netrc come from the environment, as for pip.
     Used only to read wheels' central directories at lock time (`dream.python.members`)."""
     settings = pip_settings()
+    import requests  # imported here: a no-op build never reaches the index
     session = requests.Session()
     if settings.get("cert"):
         session.verify = settings["cert"]

@@ -26,7 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-import requests
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import requests  # the session type only
 
 from dream.debian.apt import cache_dir
 from dream.errors import DreamError

@@ -16,7 +16,10 @@ import re
 from dataclasses import dataclass
 from types import TracebackType
 
-import requests
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import requests
 
 from dream.errors import DreamError
 from dream.python.index import http_session, http_timeout
@@ -59,6 +62,7 @@ class RangeFile(io.RawIOBase):
             raise
 
     def _get(self, header: str) -> requests.Response:
+        import requests  # here: a no-op build never reads a remote wheel
         try:
             response = self.session.get(self.url, headers={"Range": header, "Accept-Encoding": "identity"},
                                         stream=True, timeout=http_timeout())

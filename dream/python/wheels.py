@@ -14,9 +14,6 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from installer import install
-from installer.destinations import SchemeDictionaryDestination
-from installer.sources import WheelFile
 
 from dream.debian.apt import cache_dir
 from dream.download_cache import die_with_parent, download_scratch
@@ -85,6 +82,9 @@ def _move_into_cache(path: Path, destination: Path) -> None:
 
 def install_wheel(path: Path, target: PythonTarget, destdir: Path) -> None:
     """Install one wheel under ``destdir`` as if ``destdir`` were the image root."""
+    from installer import install  # here: a no-op build installs nothing
+    from installer.destinations import SchemeDictionaryDestination
+    from installer.sources import WheelFile
     destination = SchemeDictionaryDestination(
         target.scheme(), interpreter=target.interpreter, script_kind="posix",
         bytecode_optimization_levels=(), destdir=str(destdir))

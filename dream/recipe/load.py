@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dream.errors import DreamError, Location, UserErrors
+from dream.recipe import facts
 from dream.oci.tree import climbing_symlink
 from dream.presets import PRESET_DIR
 from dream.recipe.merge import Layer, merge
@@ -48,7 +49,7 @@ class _Loader:
     def load(self, path: Path, stack: tuple[tuple[Path, Location | None], ...], origin: Location | None) -> Layer:
         """``stack``: the files being loaded, outermost first, each with the import line that
         brought it in; ``origin`` is the line importing ``path``."""
-        path = path.resolve()
+        path = facts.resolve(path)
         shown = self.display(path)
         chain = [file for file, _ in stack]
         if path in chain:
@@ -105,14 +106,14 @@ class _Loader:
         else:
             candidates = [self.root / MODULE_DIR / f"{name}.yaml", PRESET_DIR / f"{name}.yaml"]
         for candidate in candidates:
-            if candidate.is_file():
+            if facts.is_file(candidate):
                 if candidate.is_relative_to(self.root / MODULE_DIR):
                     try:  # a project module that is a symlink out of the project
                         return source_path(str(candidate.relative_to(self.root)), self.root / "dodo.py", self.root)
                     except PathRefused as exc:
                         raise DreamError(f"import {name!r} {exc}", where, "imports") from None
-                return candidate.resolve()
-        looked = " and ".join(self.display(c.resolve()) for c in candidates)
+                return facts.resolve(candidate)
+        looked = " and ".join(self.display(facts.resolve(c)) for c in candidates)
         raise DreamError(f"import {name!r} not found (looked for {looked})", where, "imports")
 
 
@@ -122,7 +123,7 @@ def load_recipe(path: Path, root: Path | None = None) -> Recipe:
     ``root`` is the project directory (module names resolve in ``root/layers``; error messages
     show paths relative to it). Raises `UserErrors` listing every problem found.
     """
-    root = (root or Path.cwd()).resolve()
+    root = facts.resolve(root or Path.cwd())
     loader = _Loader(root)
     tree = loader.load(path, (), None)
     check = validator()
@@ -134,7 +135,8 @@ def load_recipe(path: Path, root: Path | None = None) -> Recipe:
     errors = _check_layer_names(document, tree.lines)
     if errors:
         raise UserErrors(errors)
-    return _normalize(path.resolve(), loader.display(path.resolve()), document, tree.lines, root)
+    path = facts.resolve(path)
+    return _normalize(path, loader.display(path), document, tree.lines, root)
 
 
 def _flatten(errors: Any, path: PathKey, lines: Lines) -> list[DreamError]:
@@ -265,7 +267,7 @@ def _registry(host: str, settings: dict[str, Any], lines: Lines, root: Path,
     if "ca_file" in settings:
         at = ("registries", host, "ca_file")
         ca_file = host_path(lines, at, settings["ca_file"], root, contained=False)
-        if not ca_file.is_file():
+        if not facts.is_file(ca_file):
             errors.append(DreamError(f"no such file: {settings['ca_file']}", location_of(lines, at), dotted(at)))
     return HostSettings(plain_http=settings.get("plain_http"), ca_file=str(ca_file) if ca_file else None)
 
@@ -309,7 +311,7 @@ def _file_entry(item: dict[str, Any], at: PathKey, lines: Lines, root: Path,
         except DreamError as exc:
             errors.append(exc)
             return item
-        if not source.exists():
+        if not facts.exists(source):
             errors.append(DreamError(f"no such file or directory: {item['src']}",
                                      location_of(lines, at + ("src",)), dotted(at + ("src",))))
         item["src"] = str(source)

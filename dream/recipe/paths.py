@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dream.presets import PRESET_DIR
+from dream.recipe import facts
 
 
 class PathRefused(ValueError):
@@ -52,11 +53,11 @@ def contain(value: str, base: Path, roots: Sequence[Path], where: str = "the pro
         raise PathRefused("must not contain a NUL character")
     if os.path.isabs(value):
         raise PathRefused(f"must be a relative path inside {where}, not an absolute one")
-    roots = [root.resolve() for root in roots]
+    roots = [facts.resolve(root) for root in roots]
     candidate = base / value
     lexical = Path(os.path.normpath(candidate))
     try:
-        resolved = candidate.resolve()
+        resolved = facts.resolve(candidate)
     except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError before Python 3.13)
         raise PathRefused(f"cannot be resolved ({getattr(exc, 'strerror', None) or exc})") from None
     if not any(_inside(resolved, root) for root in roots):
@@ -71,7 +72,7 @@ def contain(value: str, base: Path, roots: Sequence[Path], where: str = "the pro
 def source_roots(yaml_file: Path, project: Path) -> tuple[Path, ...]:
     """Where a source path written in ``yaml_file`` may point: the project, and for a preset
     shipped with dream also the preset folder (presets name their dotfiles and scripts)."""
-    if yaml_file.resolve().is_relative_to(PRESET_DIR):
+    if facts.resolve(yaml_file).is_relative_to(PRESET_DIR):
         return (project, PRESET_DIR)
     return (project,)
 

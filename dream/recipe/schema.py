@@ -13,12 +13,13 @@ import datetime as dt
 import functools
 import re
 import shlex
-from typing import Any
-
-import cerberus
+from typing import TYPE_CHECKING, Any
 
 from dream.recipe.rules import ABSOLUTE, ENV_NAME_RE, MODE_RE, RELATIVE, SIGNAL_RE, doc, form, to_text
 from dream.oci.reference import REFERENCE_PATTERN
+
+if TYPE_CHECKING:
+    from dream.recipe.validator import RecipeValidator
 
 form(REFERENCE_PATTERN, "a reference such as host/repository or host/repository:tag")
 from dream.recipe.services_schema import DEPLOYMENTS, SERVICES, SERVICES_LAYER
@@ -383,28 +384,14 @@ RECIPE = {
 }
 
 
-class RecipeValidator(cerberus.Validator):
-    """Cerberus with the one rule the recipe needs beyond the built-ins."""
-
-    def _validate_exactly_one_of(self, constraint: list[str], field: str, value: Any) -> None:
-        """Exactly one of the named keys must be present (a tagged union without `oneof`).
-
-        The rule's arguments are validated against this schema:
-        {'type': 'list'}
-        """
-        if not isinstance(value, dict):
-            return
-        present = [key for key in constraint if key in value]
-        if len(present) != 1:
-            got = ", ".join(present) if present else "none"
-            self._error(field, f"needs exactly one of {', '.join(constraint)} (got {got})")
-
-
 @functools.lru_cache(maxsize=1)
 def validator() -> RecipeValidator:
     """The validator for the recipe schema (unknown fields are errors).
 
     Built once per process: cerberus checks the schema itself on construction, which costs
-    more than validating a recipe.
+    more than validating a recipe. Cerberus itself is imported here, not with the schema: the
+    builders import this module for its constants, and a recipe kept by dream/recipe/cache.py
+    is never validated again.
     """
+    from dream.recipe.validator import RecipeValidator
     return RecipeValidator(RECIPE, allow_unknown=False)

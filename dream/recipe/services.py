@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dream.errors import DreamError
+from dream.recipe import facts
 from dream.recipe.model import Deployment
 from dream.recipe.paths import PathRefused, lexically_below, runtime_path
 from dream.recipe.yamlsource import Lines, PathKey, dotted, host_path, location_of
@@ -87,7 +88,7 @@ def _service(name: str, spec: dict[str, Any], check: _Checker) -> dict[str, Any]
         if "src" in item:
             try:
                 source = host_path(check.lines, at + ("config_files", index, "src"), item.pop("src"), check.root)
-                item["content"] = source.read_text()
+                item["content"] = facts.read_text(source)
             except DreamError as exc:
                 check.errors.append(exc)
                 item["content"] = ""

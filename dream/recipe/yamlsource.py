@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from dream.errors import DreamError, Location
+from dream.recipe import facts
 from dream.recipe.paths import PathRefused, source_path
 
 PathKey = tuple[str | int, ...]
@@ -82,7 +83,7 @@ def read_yaml(path: Path, display: str) -> tuple[Any, Lines]:
     ``display`` is the file name as errors should show it (relative to the project).
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = facts.read_text(path, "utf-8")
     except OSError as exc:
         raise DreamError(f"cannot read: {exc.strerror}", Location(display)) from None
     except UnicodeDecodeError as exc:
@@ -206,7 +207,7 @@ def host_path(lines: Lines, path: PathKey, value: str, root: Path, contained: bo
     where = location_of(lines, path)
     yaml_file = root / where.file if where else root / "recipe.yaml"
     if not contained:
-        return (yaml_file.parent / value).resolve()
+        return facts.resolve(yaml_file.parent / value)
     try:
         return source_path(value, yaml_file, root)
     except PathRefused as exc:

@@ -36,7 +36,7 @@ from dream.oci.compress import CODECS
 from dream.oci.image import source_date_epoch, write_image
 from dream.oci.layer import build_layer, tree_size
 from dream.progress import bar
-from dream.recipe.load import load_recipe
+from dream.recipe.cache import load_cached
 from dream import verbs
 from dream.recipe.model import LayerSpec, Recipe
 from dream.registry.settings import configure
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from dream.registry.cache import LayerCache
 
 RECIPE_DIR = "recipes"
+RECIPE_CACHE = Path(".dream") / "recipe-cache"  # validated models (dream/recipe/cache.py)
 
 
 def _fetch(store: Store, descriptor: Descriptor) -> None:
@@ -59,11 +60,12 @@ def _fetch(store: Store, descriptor: Descriptor) -> None:
 
 
 def load_recipes(root: Path) -> list[Recipe]:
-    """Every recipe under ``root/recipes``; all their errors are printed at once, then exit 1."""
+    """Every recipe under ``root/recipes``; all their errors are printed at once, then exit 1.
+    A recipe none of whose files changed comes from ``.dream/recipe-cache`` (no YAML, no cerberus)."""
     recipes, errors = [], []
     for path in sorted((root / RECIPE_DIR).glob("*.yaml")):
         try:
-            recipes.append(load_recipe(path, root))
+            recipes.append(load_cached(path, root, root / RECIPE_CACHE))
         except UserErrors as exc:
             errors.extend(exc.errors)
         except DreamError as exc:
@@ -417,9 +419,9 @@ def dodo_tasks(root: Path | None = None) -> dict[str, Callable[[], Any]]:
 
 def task_verify() -> dict[str, Any]:
     """re-hash every blob in the store and check every ref and tagged image (--repair: remove what is corrupt)"""
-    from dream.store.maintenance import verify, verify_layout
 
     def run(repair: bool) -> None | TaskFailed:
+        from dream.store.maintenance import verify, verify_layout
         if repair:  # a directory replaced by a file would stop open_store itself
             verify_layout(Store(store_path()))
         report = verify(open_store(), repair)
@@ -441,9 +443,9 @@ def task_verify() -> dict[str, Any]:
 
 def task_gc() -> dict[str, Any]:
     """remove blobs that no tagged image uses (--cache: also every downloaded wheel and deb)"""
-    from dream.store.maintenance import gc
 
     def run(cache: bool) -> None | TaskFailed:
+        from dream.store.maintenance import gc
         report = gc(open_store())
         if report.problems:
             return TaskFailed("gc refused, the store is inconsistent: " + "; ".join(report.problems))

@@ -19,11 +19,18 @@ from typing import Any
 from doit.exceptions import TaskFailed
 
 from dream.errors import DreamError
-from dream.managers import host
 from dream.recipe.model import Deployment, Recipe
-from dream.renderers import RENDERERS
 
-RENDER_DIR = host.RENDER_DIR
+# dream.managers.host (the supervisor, the renderers) is imported by the actions only: every
+# doit command imports this module, and a `doit build` renders and runs nothing.
+
+
+def __getattr__(name: str) -> Any:
+    if name == "RENDER_DIR":
+        from dream.managers import host
+        return host.RENDER_DIR
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 DEPLOYMENT_PARAM = {"name": "deployment", "short": "d", "long": "deployment", "default": "",
                     "help": "the deployment (default: $DREAM_DEPLOYMENT, the one marked default, "
                             "or the only one)"}
@@ -62,11 +69,14 @@ def pick(deployments: dict[str, Deployment], requested: str) -> Deployment:
 
 def render_procfile(deployment: Deployment, root: Path) -> Path:
     """``build/<deployment>/procfile/``, written; the folder."""
+    from dream.managers import host
+    from dream.renderers import RENDERERS
     return host.render(deployment, root, RENDERERS["procfile"])
 
 
 def run_procfile(deployment: Deployment, root: Path) -> int:
     """The deployment under dream's supervisor here, until it ends; its exit code."""
+    from dream.managers import host
     return host.run(deployment, root)
 
 
