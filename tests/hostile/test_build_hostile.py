@@ -328,6 +328,45 @@ def test_gc_removes_what_is_older_than_the_oldest_running_build(tmp_path: Path) 
         build.wait()
 
 
+def waiting_for_a_lock(pid: int) -> bool:
+    """Whether process ``pid`` is blocked in `flock` (a ``->`` line of /proc/locks)."""
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 5 and fields[1] == "->" and fields[5] == str(pid):
+            return True
+    return False
+
+
+def gc_while_the_build_is_held(project: Project, build: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+    """`doit gc` while ``build`` is mid-way: the build is held still (SIGSTOP) before its image is
+    tagged, and goes on (SIGCONT) only once gc has either run (the build was between two tasks)
+    or queued on a lock the build's running task holds. So gc always meets the build mid-way,
+    however fast the build's layers are (a big layer no longer has to buy the time)."""
+    os.kill(build.pid, signal.SIGSTOP)
+    try:
+        if build.poll() is not None:
+            pytest.fail(f"the build ended ({build.returncode}) before gc could run:\n{build.communicate()[0]}")
+        index = project.store / "index.json"
+        names = [m["annotations"]["org.opencontainers.image.ref.name"]
+                 for m in json.loads(index.read_text())["manifests"]] if index.exists() else []
+        assert "two" not in names, "the build tagged its image before gc could run"
+        gc_run = subprocess.Popen([sys.executable, "-m", "doit", "gc"], cwd=project.root, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  env={**os.environ, "DREAM_STORE": str(project.store)})
+        deadline = time.monotonic() + 120
+        while gc_run.poll() is None and not waiting_for_a_lock(gc_run.pid):
+            if time.monotonic() > deadline:
+                gc_run.kill()
+                pytest.fail("gc neither ran nor waited for the store lock")
+            time.sleep(0.01)
+    finally:
+        if build.returncode is None:
+            os.kill(build.pid, signal.SIGCONT)
+    out, err = gc_run.communicate(timeout=300)
+    assert gc_run.returncode == 0, out + err
+    return subprocess.CompletedProcess(gc_run.args, gc_run.returncode, out, err)
+
+
 def test_gc_during_a_real_build_never_breaks_it(tmp_path: Path) -> None:
     project = make_project(tmp_path / "p", {"two.yaml": TWO}, with_demo=False)
     recipes = project.root / "recipes"
@@ -335,8 +374,8 @@ def test_gc_during_a_real_build_never_breaks_it(tmp_path: Path) -> None:
     (recipes / "small" / "s.txt").write_text("small\n")
     (recipes / "big").mkdir()
     with open(recipes / "big" / "r.bin", "wb") as handle:
-        for _ in range(24):
-            handle.write(os.urandom(8 << 20))  # 192 MiB: the build is in its second layer a while
+        for _ in range(8):
+            handle.write(os.urandom(8 << 20))  # 64 MiB: the build is still in its layers when held
     env = {**os.environ, "DREAM_STORE": str(project.store), "DREAM_LAYER_CACHE": "off"}
     build = subprocess.Popen([sys.executable, "-m", "doit", "build:two"], cwd=project.root, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -344,7 +383,7 @@ def test_gc_during_a_real_build_never_breaks_it(tmp_path: Path) -> None:
     deadline = time.monotonic() + 120
     while not list(refs.glob("*/*.json")) and time.monotonic() < deadline and build.poll() is None:
         time.sleep(0.002)
-    gc_run = project.doit("gc")  # the first layer is built, not tagged: gc must keep it
+    gc_run = gc_while_the_build_is_held(project, build)  # the first layer is built, not tagged: gc must keep it
     out, _ = build.communicate(timeout=300)
     assert build.returncode == 0, out + gc_run.stdout
     assert "0 problems" in project.doit("verify").stdout
@@ -367,15 +406,15 @@ def test_gc_during_a_build_keeps_an_up_to_date_layer_that_no_tag_reaches(tmp_pat
     for path in [*store.blobs.iterdir(), *store.refs.glob("*/*.json")]:
         os.utime(path, (an_hour_ago, an_hour_ago))
     with open(recipes / "big" / "r.bin", "wb") as handle:
-        for _ in range(24):
-            handle.write(os.urandom(8 << 20))  # 192 MiB: gc runs while this layer is written
+        for _ in range(8):
+            handle.write(os.urandom(8 << 20))  # 64 MiB: gc meets the build while this layer is written
     env = {**os.environ, "DREAM_STORE": str(project.store), "DREAM_LAYER_CACHE": "off"}
     build = subprocess.Popen([sys.executable, "-m", "doit", "build:two"], cwd=project.root, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
     while not any(store.tmp_dir.iterdir()) and time.monotonic() < deadline and build.poll() is None:
         time.sleep(0.002)
-    gc_run = project.doit("gc")
+    gc_run = gc_while_the_build_is_held(project, build)
     out, _ = build.communicate(timeout=300)
     assert build.returncode == 0, out + gc_run.stdout
     assert gc_run.returncode == 0 and "removed 0 blobs" not in gc_run.stdout  # the old image went

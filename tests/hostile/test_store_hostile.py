@@ -1,7 +1,8 @@
 """Issue 12, defects 6, 10 (store state) and 12 (a re-pointed ref): a damaged store is one line,
 a corrupt blob is never trusted and the next build replaces it, `verify --repair` removes it.
 
-One real build of python-app (module fixture); each test damages its own copy of that project.
+One real build of python-app (module fixture, its Debian layer from the session's seed); each test
+damages its own copy of that project (`shutil.copytree`: real copies, never the seed's hard links).
 """
 
 from __future__ import annotations
@@ -19,14 +20,14 @@ from dream.oci.tar import CHUNK
 from dream.store import layout
 from dream.store.layout import Descriptor, Store
 from dream.store.maintenance import verify
-from tests.conftest import Project, make_project
+from tests.conftest import Project, Seed, make_project
 
 NAME = "python-app"
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, str]:
-    project = make_project(tmp_path_factory.mktemp("built") / "p")
+def built(tmp_path_factory: pytest.TempPathFactory, python_app_seed: Seed) -> tuple[Project, str]:
+    project = make_project(tmp_path_factory.mktemp("built") / "p", seed=python_app_seed)
     project.doit(f"build:{NAME}")
     return project, project.manifest_digest(NAME)
 

@@ -125,8 +125,8 @@ def test_kill_9_mid_build_leaves_nothing_referenced(tmp_path: Path) -> None:
     data = project.root / "recipes" / "data"
     data.mkdir()
     with open(data / "random.bin", "wb") as handle:
-        for _ in range(48):
-            handle.write(os.urandom(16 << 20))  # 768 MiB that does not compress
+        for _ in range(12):
+            handle.write(os.urandom(16 << 20))  # 192 MiB that does not compress: > 1 s still to write at 64 MiB
     process = subprocess.Popen(["python3", "-m", "doit", "build:big"], cwd=project.root,
                                env={**os.environ, "DREAM_STORE": str(project.store)},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

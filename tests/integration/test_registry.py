@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Project, make_project, require
+from tests.conftest import Project, Seed, make_project, require
 from tests.registries import RunningRegistry
 
 pytestmark = pytest.mark.integration
@@ -190,9 +190,11 @@ def test_missing_repository_and_unreachable_registry_are_one_line(registry_anony
 # -- the Docker engine and base images -------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def pushed_app(registry_anonymous: RunningRegistry, tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, str]:
-    """The demo python-app, built and pushed once for the tests that use a runnable image."""
-    project = make_project(tmp_path_factory.mktemp("app") / "project")
+def pushed_app(registry_anonymous: RunningRegistry, tmp_path_factory: pytest.TempPathFactory,
+               python_app_seed: Seed) -> tuple[Project, str]:
+    """The demo python-app, built (its Debian layer from the session's seed) and pushed once for the
+    tests that use a runnable image."""
+    project = make_project(tmp_path_factory.mktemp("app") / "project", seed=python_app_seed)
     project.doit("build:python-app")
     repo = f"{registry_anonymous.host}/demo/python-app"
     project.doit("push:python-app", "--to", repo)

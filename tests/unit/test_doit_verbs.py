@@ -106,8 +106,8 @@ def test_ctrl_c_mid_layer_is_one_line_and_leaves_nothing_behind(tmp_path: Path) 
     data = project.root / "recipes" / "data"
     data.mkdir()
     with open(data / "random.bin", "wb") as handle:
-        for _ in range(24):
-            handle.write(os.urandom(16 << 20))  # 384 MiB that does not compress
+        for _ in range(8):
+            handle.write(os.urandom(16 << 20))  # 128 MiB that does not compress: > 1 s still to write at 8 MiB
     process = subprocess.Popen([sys.executable, "-m", "doit", "build:big"], cwd=project.root, text=True,
                                env={**os.environ, "DREAM_STORE": str(project.store)},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
