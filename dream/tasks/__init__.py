@@ -4,7 +4,7 @@ Tasks (``doit list --all``):
   layer:<image>/<layer>  build one layer into the store (up to date when the store has its key)
   build:<image>          assemble config + manifest from the layers, tag it in the store
   lock:<image>           resolve outside inputs into recipes/<image>.lock.json
-  load:<image>           stream the built image into the Docker engine
+  load:<image>           the Docker engine pulls the image from the store, served on 127.0.0.1
   shell:<image>          a shell in the image on the current directory (dream/shell.py)
   push:<image>           push the built image to registries (image.push or --to)
   pull:<image>           fetch the blobs of the image that only a registry holds
@@ -330,8 +330,8 @@ class ImageJob:
         with store.lock("store", shared=True):
             manifest = self.tagged(store)
             self.fetch_missing(store, manifest)  # a base layer may still be remote
-            tags = load(store, manifest, self.recipe.name, self.recipe.image["tags"])
-        print(f"loaded {', '.join(tags)}")
+            loaded = load(store, manifest, self.recipe.name, self.recipe.image["tags"])
+        print(loaded)  # loaded name:tag, … (k of n layers sent, bytes): the engine took only what it lacked
         return None
 
 
