@@ -20,6 +20,7 @@ import functools
 import os
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -54,7 +55,7 @@ def write_log(exc: BaseException, where: str) -> Path | None:
     try:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        final = LOG_DIR / f"{stamp}-{os.getpid()}.log"
+        final = LOG_DIR / f"{stamp}-{os.getpid()}-{threading.get_ident() % 100000:05d}.log"  # parallel layers
         text = f"dream: {where}\n" + "".join(traceback.format_exception(exc))
         fd, temporary = tempfile.mkstemp(dir=LOG_DIR, prefix=".new-")
         try:

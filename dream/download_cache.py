@@ -43,9 +43,12 @@ def download_scratch(directory: Path) -> Iterator[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     sweep_stale_downloads(directory)
     with tempfile.TemporaryDirectory(dir=directory, prefix="download-") as scratch:
-        fd = os.open(Path(scratch) / IN_USE, os.O_CREAT | os.O_RDWR, 0o600)
+        # locked before it has its name: a sweep (another thread's or process's) that finds the
+        # mark always finds it held, never between its creation and its lock
+        fd, name = tempfile.mkstemp(dir=scratch, prefix=".new-")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            os.rename(name, Path(scratch) / IN_USE)
             yield Path(scratch)
         finally:
             os.close(fd)

@@ -2,16 +2,34 @@
 
 ``dodo_globals`` is everything that dodo.py needs (doit's config and the task creators), so the
 file a user keeps in their project never changes when dream does; ``init`` writes it.
+
+Layer tasks run at once, in threads (doit's ``num_process`` with ``par_type: thread``), as many
+as the cores this process may use: ``DREAM_JOBS=N`` sets another number (1: one after the
+other), and doit's own ``-n N`` overrides both for one command. Compression (ISA-L, zstd) and
+hashing release the GIL; dpkg-deb and pip are processes of their own. Every other task (build,
+lock, load, run, shell, a user's own) runs in the main thread, as before. doit's parallel runner
+is replaced by `ThreadRunner`: it reports each task as it starts it (so ``.  layer:x`` lines
+come in doit's order), and on Ctrl-C interrupts the tasks still running in other threads and
+waits for them to clean up, so nothing half-written stays behind.
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
 import sys
+import threading
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from doit import cmd_run
+from doit.reporter import ConsoleReporter
+from doit.runner import JobHold, JobTaskPickle, MThreadRunner
+
 from dream.errors import DreamError
+from dream.progress import install_line_output, whole_lines
 
 DODO = """\
 import dream.project  # dream's tasks for the recipes under recipes/: `doit list --all`
@@ -20,6 +38,9 @@ globals().update(dream.project.dodo_globals())
 STATE_DIR = ".dream"
 INTERRUPTED = ("dream: interrupted; nothing half-written is kept (store writes are atomic), "
                "run it again to go on")
+JOBS = "DREAM_JOBS"
+IN_THREADS = "layer:"  # the tasks that run in threads; all others run in the main thread
+UNWIND_S = 30.0  # how long Ctrl-C waits for the other threads' tasks to clean up
 
 
 def _interrupted(kind: type[BaseException], value: BaseException, tb: TracebackType | None,
@@ -32,17 +53,114 @@ def _interrupted(kind: type[BaseException], value: BaseException, tb: TracebackT
         previous(kind, value, tb)
 
 
+def jobs() -> int:
+    """How many tasks run at once: ``DREAM_JOBS``, else the cores this process may run on."""
+    setting = os.environ.get(JOBS, "").strip()
+    if setting:
+        try:
+            count = int(setting)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise DreamError(f"{JOBS}={setting!r}: not a number of tasks to run at once (1 or more)")
+        return count
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class Reporter(ConsoleReporter):
+    """doit's console reporter, writing whole lines (it holds the original ``sys.stdout``)."""
+
+    def __init__(self, outstream: Any, options: Any) -> None:
+        super().__init__(whole_lines(outstream), options)
+
+
+class ThreadRunner(MThreadRunner):
+    """doit's thread runner (see the module docstring), installed in place of doit's own."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._job_q: Any = None
+
+    def _run_start_processes(self, job_q: Any, result_q: Any) -> Any:
+        self._job_q = job_q
+        return super()._run_start_processes(job_q, result_q)
+
+    def get_next_job(self, completed: Any) -> Any:
+        """doit's MRunner.get_next_job, but a task that is not a layer task runs here, in the
+        main thread (the supervisor of `run:` sets signal handlers, `shell:` owns the terminal,
+        a user's own task expects nothing else), and every task is reported as it starts."""
+        if self._stop_running:
+            return None  # gentle stop
+        node = completed
+        while True:
+            try:
+                node = self.task_dispatcher.generator.send(node)
+                if node == "hold on":
+                    self.free_proc += 1
+                    return JobHold()
+            except StopIteration:
+                return None
+            if not self.select_task(node, self.tasks):
+                continue
+            task = node.task
+            self.reporter.execute_task(task)  # here, in doit's order
+            if task.name.startswith(IN_THREADS):
+                # doit's PythonAction swaps sys.stdout/sys.stderr for a capturing tee around
+                # each action: from several threads at once they would be left pointing at one
+                # task's capture. Without capture the task writes to the streams as they are.
+                task.io.capture = False
+                return JobTaskPickle(task)
+            self.process_task_result(node, self.execute_task(task))
+            if self._stop_running:
+                return None
+
+    def execute_task(self, task: Any) -> Any:
+        """Runner.execute_task less the report, which `get_next_job` made."""
+        if task.teardown:
+            self.teardown_list.append(task)
+        return task.execute(self.stream)
+
+    def run_tasks(self, task_dispatcher: Any) -> None:
+        try:
+            super().run_tasks(task_dispatcher)
+        except KeyboardInterrupt:
+            self._stop_running = True
+            self._interrupt_workers()
+            raise
+
+    def _interrupt_workers(self) -> None:
+        """Raise KeyboardInterrupt in every thread still running a task (as Ctrl-C does in a
+        serial build: its ``finally`` blocks remove temporary files and scratch directories),
+        wake the idle ones, and wait a while for all of them."""
+        workers = [thread for thread in threading.enumerate()
+                   if isinstance(thread, MThreadRunner.DaemonThread) and thread.is_alive()]
+        for thread in workers:
+            if thread.ident is not None:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
+                                                           ctypes.py_object(KeyboardInterrupt))
+            if self._job_q is not None:
+                self._job_q.put(None)  # an idle thread waits for a job: None ends it
+        deadline = time.monotonic() + UNWIND_S
+        for thread in workers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
 def dodo_globals(root: Path | None = None) -> dict[str, Any]:
     """``DOIT_CONFIG`` and the ``task_*`` creators for the project at ``root`` (default: cwd).
 
     A bad ``DREAM_STORE``/``DREAM_CACHE`` or an unwritable project stops here with one line.
     """
     sys.excepthook = _interrupted
+    install_line_output()  # tasks print from several threads: whole lines only
     from dream.tasks import dodo_tasks
     from dream.workdirs import check_environment
     root = root or Path.cwd()
     try:
         check_environment()
+        count = jobs()
         (root / STATE_DIR).mkdir(exist_ok=True)
     except DreamError as exc:
         print(f"dream: {exc}", file=sys.stderr)
@@ -52,7 +170,9 @@ def dodo_globals(root: Path | None = None) -> dict[str, Any]:
         raise SystemExit(1) from None
     from dream.doitdb import install
     install()  # doit.json written by temp-and-rename (doit's own json backend truncates first)
-    config = {"backend": "json", "dep_file": f"{STATE_DIR}/doit.json", "default_tasks": ["build"]}
+    cmd_run.MThreadRunner = ThreadRunner  # doit picks its runner class by this name
+    config = {"backend": "json", "dep_file": f"{STATE_DIR}/doit.json", "default_tasks": ["build"],
+              "num_process": count if count > 1 else 0, "par_type": "thread", "reporter": Reporter}
     return {"DOIT_CONFIG": config, **dodo_tasks(root)}
 
 

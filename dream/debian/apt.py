@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
@@ -21,6 +22,8 @@ from dream.errors import DreamError
 from dream.store.layout import file_sha256
 
 _UPDATED: set[Path] = set()  # state directories whose lists this process fetched
+_UPDATING: dict[Path, threading.Lock] = {}  # one `apt-get update` at a time per state directory
+_UPDATING_LOCK = threading.Lock()  # (layer tasks run in threads: apt's own lock would fail one)
 _UNKNOWN = re.compile(r"Unable to locate package (\S+)|Package '([^']+)' has no installation candidate")
 _INST = re.compile(r"^Inst (\S+) \((\S+) .*\[([^\]]+)\]\)")
 
@@ -102,9 +105,17 @@ class Apt:
     def update(self, again: bool = False) -> None:
         """Fetch package lists from the machine's configured sources into the private state;
         once per process and state directory (locking several images, or an image's kept and
-        re-resolved Debian layers, asks each time), unless ``again``."""
-        if self.root in _UPDATED and not again:
-            return
+        re-resolved Debian layers, asks each time), unless ``again``. Threads asking at once
+        wait for the first: a fetch the others have just waited for counts as theirs."""
+        with _UPDATING_LOCK:
+            lock = _UPDATING.setdefault(self.root, threading.Lock())
+        done = self.root in _UPDATED
+        with lock:
+            if self.root in _UPDATED and (not again or not done):
+                return
+            self._update()
+
+    def _update(self) -> None:
         for directory in ("state/lists/partial", "cache/archives/partial"):
             (self.root / directory).mkdir(parents=True, exist_ok=True)
         self.status.touch()

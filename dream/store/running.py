@@ -10,6 +10,10 @@ exclusive `flock` until it exits (the kernel drops it even on SIGKILL). `gc` rea
 one it can lock belongs to a process that is gone and is removed; the oldest live one is the
 start of the oldest running build, and gc keeps every unreferenced blob, ref and temporary file
 younger than that (`running_since`). With no build running, gc removes all it did before.
+
+Layer tasks run in threads of one process (`dream.project`): the marker is made once per process
+and store, under a thread lock; and gc's own process counts as a running build once it has taken
+the lock shared (a `doit build:x gc` may run gc between x's layer tasks and its tag).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import fcntl
 import json
 import os
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -42,6 +47,7 @@ def _process_start() -> float:
 STARTED = _process_start()
 SLACK_S = 2.0  # file times and clocks are compared: a little margin, on the side of keeping
 _held: dict[str, tuple[int, int, Path]] = {}  # store root → (pid, locked fd, marker)
+_registering = threading.Lock()  # one marker per process and store, whichever thread asks first
 
 
 def running_dir(store: Any) -> Path:
@@ -49,7 +55,12 @@ def running_dir(store: Any) -> Path:
 
 
 def register(store: Any) -> None:
-    """Mark this process as one using ``store`` (idempotent; never fails a build)."""
+    """Mark this process as one using ``store`` (idempotent, thread-safe; never fails a build)."""
+    with _registering:
+        _register(store)
+
+
+def _register(store: Any) -> None:
     key = str(store.root)
     held = _held.get(key)
     if held is not None and held[0] == os.getpid():
@@ -75,7 +86,9 @@ def register(store: Any) -> None:
 
 @atexit.register
 def _unregister() -> None:
-    for pid, fd, marker in list(_held.values()):
+    with _registering:
+        held = list(_held.values())
+    for pid, fd, marker in held:
         if pid == os.getpid():
             with contextlib.suppress(OSError):
                 marker.unlink()
@@ -84,8 +97,10 @@ def _unregister() -> None:
 
 
 def running_since(store: Any) -> float | None:
-    """The start time of the oldest other live process using ``store`` (None: there is none);
-    the markers of processes that are gone are removed on the way."""
+    """The start time of the oldest live process using ``store`` (None: there is none); the
+    markers of processes that are gone are removed on the way. The caller's own process counts
+    when it has a marker (it took the store lock shared: its build tasks may be running in
+    other threads, or may have built layers that no tag reaches yet)."""
     oldest: float | None = None
     try:
         markers = sorted(running_dir(store).glob("*.json"))
@@ -110,8 +125,6 @@ def running_since(store: Any) -> float | None:
                 pid, started = int(data["pid"]), float(data["started"])
             except (OSError, ValueError, KeyError, TypeError):
                 pid, started = -1, os.fstat(fd).st_mtime
-            if pid == os.getpid():
-                continue  # gc's own process: its tasks run one after the other, none runs now
             oldest = started if oldest is None else min(oldest, started)
         finally:
             os.close(fd)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from dream.engine import _checked_stream, docker_archive
+from dream.engine import docker_archive
+from dream.registry.serve import checked_stream
 from dream.errors import DreamError
 from dream.oci.tar import CHUNK
 from dream.store import layout
@@ -165,10 +166,10 @@ def test_a_layer_changed_while_it_streams_is_never_sent_whole(tmp_path: Path) ->
     path = tmp_path / "blob"
     path.write_bytes(b"x" * (4 * CHUNK))
     descriptor = Descriptor(MEDIA["layer0"], digest_of(path), 4 * CHUNK)
-    stream = _checked_stream(path, descriptor)
+    stream = checked_stream(path, descriptor)
     sent = next(stream)
     flip(path)
-    with pytest.raises(DreamError, match="changed while it was loaded"):
+    with pytest.raises(DreamError, match="changed while it was served"):
         for piece in stream:
             sent += piece
     assert len(sent) < 4 * CHUNK
