@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 
 from dream.errors import DreamError
 from dream.registry.client import client_for
@@ -36,6 +37,7 @@ KEY = "dev.dream.key"
 # (cache, "lookup" | "publish") pairs that failed once in this process: not tried again. Apart,
 # because a job that may read a cache but not write it must keep its hits.
 _disabled: set[tuple[str, str]] = set()
+_warning = threading.Lock()  # parallel layer tasks fail at once: one of them says it
 
 
 def entry_tag(key: str) -> str:
@@ -77,11 +79,14 @@ class LayerCache:
         """Say it once; a cache that cannot be read is not written either, while one that
         refuses a write may still be read."""
         consequence = "building locally" if what == "lookup" else "not publishing to it"
-        print(f"warning: layer cache {self.reference.name} unavailable ({exc}); {consequence}",
-              file=sys.stderr)
-        _disabled.add((self.reference.name, what))
-        if what == "lookup":
-            _disabled.add((self.reference.name, "publish"))
+        with _warning:
+            if (self.reference.name, what) in _disabled:
+                return
+            print(f"warning: layer cache {self.reference.name} unavailable ({exc}); {consequence}",
+                  file=sys.stderr)
+            _disabled.add((self.reference.name, what))
+            if what == "lookup":
+                _disabled.add((self.reference.name, "publish"))
 
     def lookup(self, store: Store, key: str, media_type: str) -> Descriptor | None:
         """The layer built for ``key`` by anyone who published it (recorded in ``store`` as a
