@@ -130,5 +130,4 @@ def guard_creator(creator: Callable[[], Any], base: str) -> Callable[[], Any]:
         if isinstance(made, dict):
             return guard_task(made, base)
         return (guard_task(task, f"{base}:{task.get('name', '')}") for task in made)
-    guarded.__doc__ = creator.__doc__
     return guarded

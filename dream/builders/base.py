@@ -145,13 +145,3 @@ class LayerBuilder:
 
     def check_lock(self, layer: LayerSpec, entries: Mapping[str, Any]) -> None:
         return None
-
-
-def parts_of(builder: Builder, ctx: BuildContext) -> list[Part]:
-    """The image layers a recipe layer becomes (`Builder.parts`)."""
-    return builder.parts(ctx)
-
-
-def image_config_of(builder: Builder, ctx: BuildContext) -> dict[str, Any]:
-    """Env, labels, ports, cmd and base fields a builder adds to the image config (`Builder.config`)."""
-    return builder.config(ctx)

@@ -29,7 +29,6 @@ from doit.exceptions import TaskFailed
 
 from dream.boundary import guard_creator
 from dream.builders import BUILDERS, BuildContext, Part
-from dream.builders.base import image_config_of, parts_of
 from dream.errors import DreamError, UserErrors
 from dream.lock import Upgrade, locked_inputs, read_lock, write_lock
 from dream.oci.compress import CODECS
@@ -177,7 +176,7 @@ class ImageJob:
         self.layers: list[LayerJob] = []
         for layer in recipe.layers:
             try:
-                parts = parts_of(BUILDERS[layer.kind], self.context(layer, Store(store_path(), fetch=_fetch)))
+                parts = BUILDERS[layer.kind].parts(self.context(layer, Store(store_path(), fetch=_fetch)))
                 self.layers += [LayerJob(self, layer, part) for part in parts]
             except DreamError as exc:  # e.g. no lock yet: the task fails and says so
                 self.layers.append(LayerJob(self, layer, None, exc))
@@ -234,7 +233,7 @@ class ImageJob:
         ports: set[str] = set(self.recipe.image.get("ports", []))
         cmd = None
         for layer in self.recipe.layers:
-            extra = image_config_of(BUILDERS[layer.kind], self.context(layer, Store(store_path(), fetch=_fetch)))
+            extra = BUILDERS[layer.kind].config(self.context(layer, Store(store_path(), fetch=_fetch)))
             base.update(extra.get("base", {}))
             env.update(extra.get("env", {}))
             labels.update(extra.get("labels", {}))
@@ -354,7 +353,7 @@ def dodo_tasks(root: Path | None = None) -> dict[str, Callable[[], Any]]:
         for image in jobs:
             for job in image.layers:
                 below = image.layers[:image.layers.index(job)]
-                reads = getattr(job.builder, "reads_lower", False)
+                reads = job.builder.reads_lower
                 yield {"name": f"{image.recipe.name}/{job.name}",
                        "doc": f"{job.layer.kind} layer of {image.recipe.name}",
                        "actions": [job.build], "uptodate": [job.uptodate], "verbosity": 2,
@@ -383,7 +382,7 @@ def dodo_tasks(root: Path | None = None) -> dict[str, Callable[[], Any]]:
                                "distribution or layer to its newest fitting version (repeatable)"}]}
 
     def task_load() -> Any:
-        """stream an image into the Docker engine"""
+        """load an image into the Docker engine (it pulls only the layers it lacks)"""
         for image in jobs:
             name = image.recipe.name
             yield {"name": name, "doc": f"load {name} into the Docker engine",
