@@ -19,16 +19,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dream.builders.base import BuildContext, Part
-from dream.builders.files import add_host_path
 from dream.errors import DreamError
 from dream.oci.tree import Tree
 from dream.python.blame import RequirementSites
 from dream.python.members import listings
 from dream.python.resolve import ResolveError, Wheel, resolve
 from dream.python.target import PythonTarget
-from dream.python.wheels import fetch, install_paths, install_wheel
+from dream.python.bytecode import add_bytecode, compiler_key
+from dream.python.wheels import fetch, install_paths
 
-INSTALL_VERSION = "1"  # bump when the same wheels would install to other bytes
+INSTALL_VERSION = "2"  # bump when the same wheels would install to other bytes
 
 
 def split(wheels: list[Wheel], min_size: int) -> list[tuple[Wheel | None, list[Wheel]]]:
@@ -71,6 +71,7 @@ def wheel_parts(ctx: BuildContext, wheels: list[Wheel], min_size: int,
                 extra_inputs: Any = None) -> list[Part]:
     """One `Part` per group of `split`; ``extra_top`` adds files to the top (small-wheel) layer."""
     target = PythonTarget.of(ctx.recipe)
+    bytecode = bool(ctx.recipe.python.get("bytecode", True))
     groups = split(wheels, min_size)
     if extra_top is not None and (not groups or groups[-1][0] is not None):
         groups.append((None, []))
@@ -83,31 +84,28 @@ def wheel_parts(ctx: BuildContext, wheels: list[Wheel], min_size: int,
         inputs = {"install": INSTALL_VERSION, "target": target.key(),
                   "wheels": [[w.name, w.version, w.sha256, list(w.drop)] for w in group],
                   **({"extra": extra_inputs} if top else {})}
-        parts.append(Part(name, comment, functools.partial(_inputs, inputs),
-                          functools.partial(_part_tree, group, target, top)))
+        parts.append(Part(name, comment, functools.partial(_inputs, inputs, target, bytecode),
+                          functools.partial(_part_tree, group, target, bytecode, top)))
     return parts
 
 
-def _inputs(inputs: dict[str, Any]) -> dict[str, Any]:
-    return inputs
+def _inputs(inputs: dict[str, Any], target: PythonTarget, bytecode: bool) -> dict[str, Any]:
+    """The part's inputs and, when it compiles bytecode, the interpreter that does (asked
+    only when the key is needed, never while the tasks are listed)."""
+    return {**inputs, "bytecode": compiler_key(target.version) if bytecode else "off"}
 
 
-def _part_tree(group: list[Wheel], target: PythonTarget, extra_top: Callable[[Tree], None] | None,
-               ctx: BuildContext, scratch: Path) -> Tree:
-    return _tree(group, target, scratch, extra_top)
-
-
-def _tree(group: list[Wheel], target: PythonTarget, scratch: Path,
-          extra_top: Callable[[Tree], None] | None) -> Tree:
+def _part_tree(group: list[Wheel], target: PythonTarget, bytecode: bool,
+               extra_top: Callable[[Tree], None] | None, ctx: BuildContext, scratch: Path) -> Tree:
+    """The wheels installed into a tree whose file entries point into the wheel files
+    (`dream.python.install`): the tar streams their members, nothing is unpacked to disk; only
+    the compiled bytecode is written, to ``scratch``."""
+    from dream.python.install import install_into  # imports installer: a no-op build never does
     paths = fetch(group, target)
-    root = scratch / "root"
-    for wheel in group:
-        install_wheel(paths[wheel.sha256], target, root)
-        for path in wheel.drop:
-            (root / path).unlink(missing_ok=True)
-    tree = Tree()
-    if root.exists():
-        add_host_path(tree, root, "/", None, 0, 0, [])
+    tree = Tree(f"{ctx.recipe.name}/{ctx.layer.name}")
+    modules = [module for wheel in group for module in install_into(tree, paths[wheel.sha256], wheel, target)]
+    if bytecode:
+        add_bytecode(tree, modules, target.version, scratch, tree.label)
     if extra_top is not None:
         extra_top(tree)
     return tree

@@ -8,9 +8,12 @@ default), no user or group names, no atime/ctime, no host-specific PAX records.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import tarfile
-from typing import Iterator
+import zipfile
+from pathlib import Path
+from typing import IO, Callable, Iterator
 
 from dream.errors import DreamError
 from dream.oci.tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Entry
@@ -86,16 +89,20 @@ def tar_chunks(entries: list[Entry], mtime: int, label: str = "") -> Iterator[by
     entry carries the ``sha256`` its layer's key was computed from) whose streamed bytes hash
     to something else, stops the layer with `SourceChanged`: the key must describe the bytes.
     """
-    for entry in entries:
-        yield header(entry, mtime)
-        if entry.kind != FILE:
-            continue
-        if entry.data is not None:
-            yield entry.data
-        else:
-            yield from _file_chunks(entry, label)
-        if entry.size % BLOCK_SIZE:
-            yield b"\0" * (BLOCK_SIZE - entry.size % BLOCK_SIZE)
+    with contextlib.ExitStack() as archives:
+        opened: dict[Path, zipfile.ZipFile] = {}
+        for entry in entries:
+            yield header(entry, mtime)
+            if entry.kind != FILE:
+                continue
+            if entry.data is not None:
+                yield entry.data
+            elif entry.member:
+                yield from _member_chunks(entry, label, _archive(entry, opened, archives, label))
+            else:
+                yield from _file_chunks(entry, label)
+            if entry.size % BLOCK_SIZE:
+                yield b"\0" * (BLOCK_SIZE - entry.size % BLOCK_SIZE)
     yield b"\0" * (2 * BLOCK_SIZE)
 
 
@@ -113,27 +120,61 @@ def _layer(label: str) -> str:
 
 def _file_chunks(entry: Entry, label: str) -> Iterator[bytes]:
     assert entry.source is not None, entry.path
-    digest = hashlib.sha256() if entry.sha256 else None
 
     def changed(detail: str = "") -> SourceChanged:
         return SourceChanged(f"{_layer(label)}{entry.source} changed while the layer was being "
                              f"built{detail}; run the build again")
     try:
         with open(entry.source, "rb") as handle:
-            left = entry.size
-            while left:
-                chunk = handle.read(min(CHUNK, left))
-                if not chunk:
-                    raise changed(f" (changed size: {entry.size} → {entry.size - left} bytes)")
-                left -= len(chunk)
-                if digest is not None:
-                    digest.update(chunk)
-                yield chunk
-            if handle.read(1):
-                raise changed(f" (changed size: {entry.size} → more bytes)")
+            yield from _exactly(handle, entry, changed)
     except SourceChanged:
         raise
     except OSError as exc:
         raise DreamError(f"{_layer(label)}cannot read {entry.source}: {exc.strerror or exc}") from None
+
+
+def _archive(entry: Entry, opened: dict[Path, zipfile.ZipFile], archives: contextlib.ExitStack,
+             label: str) -> zipfile.ZipFile:
+    """The open zip ``entry.source``; each archive is opened once per tar stream (its central
+    directory read once, not once per member) and closed when the stream ends."""
+    assert entry.source is not None, entry.path
+    if entry.source not in opened:
+        try:
+            opened[entry.source] = archives.enter_context(zipfile.ZipFile(entry.source))
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise DreamError(f"{_layer(label)}cannot read {entry.source}: {exc}") from None
+    return opened[entry.source]
+
+
+def _member_chunks(entry: Entry, label: str, archive: zipfile.ZipFile) -> Iterator[bytes]:
+    """A zip member's bytes, which must be the size and sha256 the entry records (its wheel's
+    RECORD): a wheel whose RECORD does not describe its files stops the layer."""
+    def changed(detail: str = "") -> SourceChanged:
+        return SourceChanged(f"{_layer(label)}{entry.source}: {entry.member} is not what the "
+                             f"wheel's RECORD says{detail}; the wheel is damaged")
+    try:
+        with archive.open(entry.member) as handle:
+            yield from _exactly(handle, entry, changed)
+    except SourceChanged:
+        raise
+    except (OSError, KeyError, zipfile.BadZipFile) as exc:  # BadZipFile: a CRC mismatch
+        raise DreamError(f"{_layer(label)}cannot read {entry.member} of {entry.source}: {exc}") from None
+
+
+def _exactly(handle: IO[bytes], entry: Entry, changed: Callable[[str], SourceChanged]) -> Iterator[bytes]:
+    """``entry.size`` bytes of ``handle`` in chunks; fewer, more, or (when the entry carries a
+    sha256) other bytes raise ``changed``."""
+    digest = hashlib.sha256() if entry.sha256 else None
+    left = entry.size
+    while left:
+        chunk = handle.read(min(CHUNK, left))
+        if not chunk:
+            raise changed(f" (changed size: {entry.size} → {entry.size - left} bytes)")
+        left -= len(chunk)
+        if digest is not None:
+            digest.update(chunk)
+        yield chunk
+    if handle.read(1):
+        raise changed(f" (changed size: {entry.size} → more bytes)")
     if digest is not None and digest.hexdigest() != entry.sha256:
-        raise changed()
+        raise changed("")

@@ -27,6 +27,7 @@ class Entry:
     size: int = 0
     link: str = ""              # symlink target, or the path a hard link points at
     source: Path | None = None  # where a file's bytes are read from
+    member: str = ""            # with ``source`` a zip archive (a wheel): the member holding them
     data: bytes | None = None   # or the bytes themselves
     devmajor: int = 0
     devminor: int = 0
@@ -149,4 +150,4 @@ def _order_hardlinks(entries: dict[str, Entry]) -> None:
             if path != first:
                 entries[path] = replace(entries[path] if path != target else entries[first],
                                         path=path, kind=HARDLINK, link=first, size=0,
-                                        source=None, data=None, sha256="")
+                                        source=None, member="", data=None, sha256="")

@@ -1,9 +1,5 @@
 """Locked wheels on disk: fetched through pip (the machine's index settings), checked against
-the lock's sha256, cached by hash, and installed into a scratch root with `installer`.
-
-Nothing runs inside the image: installing a wheel is unpacking it, writing RECORD and
-INSTALLER, and generating console scripts whose shebang is the image's interpreter. No
-bytecode is compiled (pyc files embed nothing stable and Python makes them lazily).
+the lock's sha256 and cached by hash; `dream.python.install` installs them into a layer.
 """
 
 from __future__ import annotations
@@ -21,9 +17,6 @@ from dream.errors import DreamError
 from dream.python.resolve import Wheel
 from dream.python.target import PythonTarget
 from dream.store.layout import file_sha256
-
-INSTALLER_NAME = b"dream\n"
-
 
 def cached_path(wheel: Wheel, root: Path | None = None) -> Path:
     return (root or cache_dir()) / "wheels" / wheel.sha256 / wheel.filename
@@ -78,18 +71,6 @@ def _move_into_cache(path: Path, destination: Path) -> None:
             if attempt == 2:
                 raise DreamError(f"the download cache changed under this build ({destination.parent}); "
                                  "run the build again") from None
-
-
-def install_wheel(path: Path, target: PythonTarget, destdir: Path) -> None:
-    """Install one wheel under ``destdir`` as if ``destdir`` were the image root."""
-    from installer import install  # here: a no-op build installs nothing
-    from installer.destinations import SchemeDictionaryDestination
-    from installer.sources import WheelFile
-    destination = SchemeDictionaryDestination(
-        target.scheme(), interpreter=target.interpreter, script_kind="posix",
-        bytecode_optimization_levels=(), destdir=str(destdir))
-    with WheelFile.open(path) as source:
-        install(source, destination, additional_metadata={"INSTALLER": INSTALLER_NAME})
 
 
 def install_paths(members: Iterable[str], target: PythonTarget) -> list[str]:

@@ -285,6 +285,12 @@ PYTHON = {
         "prefix": {"type": "string", "regex": ABSOLUTE, "default": "/usr/local",
                    **doc("Install prefix: packages go to `<prefix>/lib/python<version>/dist-packages` "
                           "(on Debian's `sys.path`), console scripts to `<prefix>/bin`.", "/usr/local")},
+        "bytecode": {"type": "boolean", "default": True,
+                     **doc("Compile the wheels' modules to `.pyc` files at build time, in the layer "
+                            "of their sources (unchecked-hash, the same bytes every build), so first "
+                            "imports in a new container do not compile them. Needs a "
+                            "`python<version>` on the building machine; without one the layers "
+                            "ship without bytecode and the build says so.", "true")},
     },
 }
 
