@@ -140,37 +140,41 @@ def add_bytecode(tree: Tree, sources: list[Source], version: str, scratch: Path,
         return
     out = scratch / "bytecode"
     jobs = [[str(s.wheel), s.member, "/" + s.image_path, str(out / s.image_path)] for s in sources]
-    written = _run_workers(found[0], jobs, label)
+    written = _run_workers(found[0], jobs, label, scratch / "bytecode-jobs")
     for image_path, pyc in written:
         path = Path(pyc)
         tree.add(Entry(image_path, FILE, 0o644, size=path.stat().st_size, source=path))
 
 
-def _run_workers(python: str, jobs: list[list[str]], label: str,
+def _run_workers(python: str, jobs: list[list[str]], label: str, scratch: Path,
                  processes: int | None = None) -> list[tuple[str, str]]:
-    """Run the worker over ``jobs`` in ``processes`` processes (default: one per core, and one
-    per 200 modules at most); the split never changes a file's bytes (each file is compiled
-    alone). Returns (pyc image path, file written)."""
+    """Run the worker over ``jobs`` in ``processes`` processes at once (default: one per core,
+    and one per 200 modules at most); the split never changes a file's bytes (each file is
+    compiled alone). Returns (pyc image path, file written)."""
     count = processes or max(1, min(len(os.sched_getaffinity(0)), len(jobs) // 200))
-    slices = [jobs[i::count] for i in range(count)]
+    scratch.mkdir(parents=True, exist_ok=True)
     env = {"PYTHONHASHSEED": "0", "PATH": os.environ.get("PATH", ""), "LC_ALL": "C.UTF-8"}
-    processes = [subprocess.Popen([python, "-I", "-B", str(WORKER)], stdin=subprocess.PIPE,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-                 for _ in slices]
+    running = []
     try:
-        results = [process.communicate(json.dumps(part).encode()) for process, part in zip(processes, slices)]
+        for index in range(count):
+            orders, results = scratch / f"jobs-{index}.json", scratch / f"written-{index}.json"
+            orders.write_text(json.dumps(jobs[index::count]))
+            running.append((subprocess.Popen([python, "-I", "-B", str(WORKER), str(orders), str(results)],
+                                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                             stderr=subprocess.PIPE, env=env), results))
+        written: list[tuple[str, str]] = []
+        for worker, results in running:
+            _, stderr = worker.communicate()
+            if worker.returncode != 0:
+                last = (stderr.decode(errors="replace").strip().splitlines() or ["(no output)"])[-1]
+                raise DreamError(f"layer {label}: compiling bytecode failed: {last}")
+            written += [(image, file) for image, file in json.loads(results.read_text())]
+        return written
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-    written: list[tuple[str, str]] = []
-    for process, (stdout, stderr) in zip(processes, results):
-        if process.returncode != 0:
-            last = (stderr.decode(errors="replace").strip().splitlines() or ["(no output)"])[-1]
-            raise DreamError(f"layer {label}: compiling bytecode failed: {last}")
-        written += [tuple(pair) for pair in json.loads(stdout)]  # type: ignore[misc]
-    return written
+        for worker, _ in running:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
 
 
 def _warn_once(version: str, label: str) -> None:

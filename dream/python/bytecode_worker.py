@@ -2,11 +2,11 @@
 under an interpreter of the image's Python version (which need not have dream installed, so
 this file uses the standard library only and is run as a script).
 
-stdin: JSON list of [wheel path, member, image path of the .py, output file of the .py's
-place]; each pyc is written at its PEP 3147 place relative to that output file. Each
+Arguments: a JSON file listing [wheel path, member, image path of the .py, output file of the
+.py's place], and the file to write the result to: a JSON list of [image path of the pyc, file
+written], in input order (each pyc at its PEP 3147 place relative to that output file). Each
 module's code object is gone (refcount) before the next is compiled, so what marshal writes
-for one module never depends on which modules this process compiled before it. stdout: JSON
-list of [image path of the pyc, file written], in input order.
+for one module never depends on which modules this process compiled before it.
 """
 
 import importlib.util
@@ -18,7 +18,8 @@ from importlib._bootstrap_external import _code_to_hash_pyc  # type: ignore[attr
 
 
 def main() -> None:
-    jobs = json.load(sys.stdin)
+    with open(sys.argv[1], encoding="utf-8") as orders:
+        jobs = json.load(orders)
     archives: dict = {}
     written = []
     for wheel, member, image_path, out in jobs:
@@ -33,7 +34,8 @@ def main() -> None:
         with open(cached, "wb") as handle:
             handle.write(pyc)
         written.append([importlib.util.cache_from_source(image_path).lstrip("/"), cached])
-    json.dump(written, sys.stdout)
+    with open(sys.argv[2], "w", encoding="utf-8") as result:
+        json.dump(written, result)
 
 
 def compiled(source: bytes, image_path: str) -> "bytes | None":

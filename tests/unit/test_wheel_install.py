@@ -131,7 +131,7 @@ def _compiled(tmp_path: Path, modules: dict[str, bytes], processes: int) -> dict
     assert found is not None  # this interpreter's own version at least
     scratch = tmp_path / f"scratch-{processes}"
     jobs = [[str(s.wheel), s.member, "/" + s.image_path, str(scratch / s.image_path)] for s in sources]
-    return {image: Path(file).read_bytes() for image, file in bytecode._run_workers(found[0], jobs, "t", processes)}
+    return {image: Path(file).read_bytes() for image, file in bytecode._run_workers(found[0], jobs, "t", scratch / "jobs", processes)}
 
 
 MODULES = {f"pkg/m{i}.py": (f"NAMES = {{'a{i}', 'b', 'c', 'self'}}\n"
