@@ -5,12 +5,12 @@ file a user keeps in their project never changes when dream does; ``init`` write
 
 Layer tasks run at once, in threads (doit's ``num_process`` with ``par_type: thread``), as many
 as the cores this process may use: ``DREAM_JOBS=N`` sets another number (1: one after the
-other), and doit's own ``-n N`` overrides both for one command. Compression (ISA-L, zstd) and
-hashing release the GIL; dpkg-deb and pip are processes of their own. Every other task (build,
-lock, load, run, shell, a user's own) runs in the main thread, as before. doit's parallel runner
-is replaced by `ThreadRunner`: it reports each task as it starts it (so ``.  layer:x`` lines
-come in doit's order), and on Ctrl-C interrupts the tasks still running in other threads and
-waits for them to clean up, so nothing half-written stays behind.
+other), and doit's own ``-n N`` overrides both for one command. Compression (ISA-L, zstd),
+hashing and the .debs' decompression release the GIL; pip is a process of its own. Every other
+task (build, lock, load, run, shell, a user's own) runs in the main thread, as before. doit's
+parallel runner is replaced by `ThreadRunner`: it reports each task as it starts it (so
+``.  layer:x`` lines come in doit's order), and on Ctrl-C interrupts the tasks still running in
+other threads and waits for them to clean up, so nothing half-written stays behind.
 """
 
 from __future__ import annotations

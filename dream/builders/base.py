@@ -21,6 +21,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Protocol
 
+from dream.fetch_plan import Download
 from dream.oci.tree import Tree
 from dream.recipe.model import LayerSpec, Recipe
 from dream.store import Descriptor, Store
@@ -53,7 +54,9 @@ class Part:
     """One image layer: its name, history comment, key inputs (computed lazily) and content.
 
     A layer taken as it is from a registry (a base image's) has no tree: ``remote`` holds its
-    descriptor and the repository (``host/repo``) it comes from.
+    descriptor and the repository (``host/repo``) it comes from. ``downloads`` lists the files
+    its tree fetches (wheels, debs), so that the image's fetch plan (`dream.fetch_plan`) can
+    download them before the layer builds.
     """
 
     name: str
@@ -61,6 +64,7 @@ class Part:
     inputs: Callable[[], Any]
     tree: Callable[[BuildContext, Path], Tree] | None
     remote: tuple[Descriptor, str] | None = None
+    downloads: Callable[[], list[Download]] | None = None
 
 
 class Builder(Protocol):

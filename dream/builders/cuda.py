@@ -82,7 +82,8 @@ class CudaBuilder(LayerBuilder):
     def parts(self, ctx: BuildContext) -> list[Part]:
         wheels = [Wheel.from_dict(w) for w in ctx.lock["wheels"]]
         libs = sorted(lib for w in wheels for lib in w.libs if lib not in w.drop)
-        return wheel_parts(ctx, wheels, ctx.layer.spec["min_layer_size"], component,
+        return wheel_parts(ctx, wheels, ctx.layer.spec["min_layer_size"],
+                           ctx.layer.spec["small_layer_size"], component,
                            extra_top=lambda tree: add_glue(tree, libs),
                            extra_inputs={"glue": GLUE_VERSION, "libs": libs})
 

@@ -6,11 +6,12 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-from dream.builders.base import BuildContext, LayerBuilder
+from dream.builders.base import BuildContext, LayerBuilder, Part
 from dream.debian.apt import Apt, Package, UnknownPackages, VanishedPins
 from dream.debian.fixups import FIXUPS_VERSION, apply_fixups
 from dream.debian.unpack import unpack
 from dream.errors import DreamError
+from dream.fetch_plan import Download, Source
 from dream.oci.tree import Tree
 from dream.recipe.model import LayerSpec, Recipe
 
@@ -55,24 +56,43 @@ class DebianBuilder(LayerBuilder):
             raise DreamError(_vanished_hint(VanishedPins(gone), recipe.name), layer.location,
                              f"layers.{layer.name}")
 
+    def parts(self, ctx: BuildContext) -> list[Part]:
+        return [Part(ctx.layer.name, ctx.layer.comment, lambda: self.key_inputs(ctx), self.tree,
+                     downloads=lambda: _downloads(ctx))]
+
     def key_inputs(self, ctx: BuildContext) -> Any:
         packages = ctx.lock["packages"]
         return {"exclude": ctx.layer.spec["exclude"], "architecture": ctx.lock["architecture"],
                 "packages": [[p["name"], p["version"], p["sha256"]] for p in packages]}
 
     def tree(self, ctx: BuildContext, scratch: Path) -> Tree:
-        packages = [Package(**p) for p in ctx.lock["packages"]]
-        try:
-            debs = Apt(ctx.lock["architecture"], suite=ctx.lock.get("suite")).fetch(packages)
-        except VanishedPins as exc:
-            raise DreamError(_vanished_hint(exc, ctx.recipe.name), ctx.layer.location,
-                             f"layers.{ctx.layer.name}") from None
+        debs = _fetch(ctx, [Package(**p) for p in ctx.lock["packages"]])
         unpacked = unpack(debs, scratch)
         apply_fixups(unpacked, ctx.lock["architecture"])
         tree = unpacked.tree
         for pattern in ctx.layer.spec["exclude"]:
             tree.remove_matching(pattern)
         return tree
+
+
+def _fetch(ctx: BuildContext, packages: list[Package]) -> dict[str, Path]:
+    """The layer's .debs from the download cache, fetching those it lacks through apt."""
+    try:
+        return Apt(ctx.lock["architecture"], suite=ctx.lock.get("suite")).fetch(packages)
+    except VanishedPins as exc:
+        raise DreamError(_vanished_hint(exc, ctx.recipe.name), ctx.layer.location,
+                         f"layers.{ctx.layer.name}") from None
+
+
+def _downloads(ctx: BuildContext) -> list[Download]:
+    """The layer's .debs as files of the image's fetch plan: one apt run for all the debs of
+    an architecture and suite (apt pipelines them itself)."""
+    debs = Apt(ctx.lock["architecture"], suite=ctx.lock.get("suite")).debs
+    source = Source(("apt", ctx.lock["architecture"], ctx.lock.get("suite")),
+                    lambda some: _fetch(ctx, some), lambda p: (debs / f"{p.sha256}.deb").exists(),
+                    splits=False)
+    packages = [Package(**p) for p in ctx.lock["packages"]]
+    return [Download(p.sha256, p.size, p, source) for p in packages]
 
 
 def _vanished_hint(exc: VanishedPins, image: str) -> str:

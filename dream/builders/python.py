@@ -50,7 +50,8 @@ class PythonBuilder(LayerBuilder):
 
     def parts(self, ctx: BuildContext) -> list[Part]:
         wheels = [Wheel.from_dict(w) for w in ctx.lock["wheels"]]
-        return wheel_parts(ctx, wheels, ctx.layer.spec["min_layer_size"], lambda w: w.name)
+        return wheel_parts(ctx, wheels, ctx.layer.spec["min_layer_size"],
+                           ctx.layer.spec["small_layer_size"], lambda w: w.name)
 
 
 def _check_interpreter(layer: LayerSpec, target: PythonTarget, earlier: dict[str, Any]) -> None:

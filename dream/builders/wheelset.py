@@ -2,7 +2,8 @@
 
 The split rule (documented in docs/gpu-images.md): every wheel of at least ``min_layer_size``
 bytes gets an image layer of its own, bottom first in name order; the smaller wheels share one
-layer on top. Big wheels (torch, cuBLAS, cuDNN …) rarely change, so their layers keep their
+layer on top, up to ``small_layer_size`` bytes (smallest first; those that do not fit get layers
+of their own as well), so the layer that everyday changes rebuild stays small in a 7 GB image. Big wheels (torch, cuBLAS, cuDNN …) rarely change, so their layers keep their
 digests while the small top layer absorbs everyday changes.
 
 No file may appear in two layers: at lock time every wheel's member list is compared with the
@@ -26,15 +27,26 @@ from dream.python.members import listings
 from dream.python.resolve import ResolveError, Wheel, resolve
 from dream.python.target import PythonTarget
 from dream.python.bytecode import add_bytecode, compiler_key
-from dream.python.wheels import fetch, install_paths
+from dream.python.wheels import downloads, fetch, install_paths
 
 INSTALL_VERSION = "2"  # bump when the same wheels would install to other bytes
 
 
-def split(wheels: list[Wheel], min_size: int) -> list[tuple[Wheel | None, list[Wheel]]]:
-    """[(big wheel, [it]) …, (None, [small wheels])] in layer order (the last only if any)."""
-    big = sorted((w for w in wheels if w.size >= min_size), key=lambda w: w.name)
-    small = sorted((w for w in wheels if w.size < min_size), key=lambda w: w.name)
+def split(wheels: list[Wheel], min_size: int, small_size: int) -> list[tuple[Wheel | None, list[Wheel]]]:
+    """[(big wheel, [it]) …, (None, [small wheels])] in layer order (the last only if any).
+
+    Big: at least ``min_size`` bytes, or among the wheels under it one that does not fit in
+    the small layer's ``small_size`` bytes once the smaller ones are in (smallest first, ties
+    by name: every wheel of the small layer is smaller than every big one)."""
+    small, total = [], 0
+    for wheel in sorted((w for w in wheels if w.size < min_size), key=lambda w: (w.size, w.name)):
+        if total + wheel.size > small_size:
+            break
+        small.append(wheel)
+        total += wheel.size
+    chosen = {w.sha256 for w in small}
+    big = sorted((w for w in wheels if w.sha256 not in chosen), key=lambda w: w.name)
+    small.sort(key=lambda w: w.name)
     groups: list[tuple[Wheel | None, list[Wheel]]] = [(w, [w]) for w in big]
     if small:
         groups.append((None, small))
@@ -44,20 +56,23 @@ def split(wheels: list[Wheel], min_size: int) -> list[tuple[Wheel | None, list[W
 def lock_wheels(wheels: list[Wheel], min_size: int, target: PythonTarget,
                 provided: set[str]) -> list[Wheel]:
     """Fill in ``size``, ``drop`` and ``libs`` from the wheels' sizes and member lists (read
-    without downloading them). ``provided`` holds the image paths of the wheels below."""
+    without downloading them). ``provided`` holds the image paths of the wheels below.
+
+    A path two wheels ship goes to the first in (at least ``min_size`` first, then by name)
+    order and is the other's ``drop``. Every path is then installed by exactly one wheel, so
+    which image layer each wheel lands in (`split`, a build-time choice) never matters here."""
     listed = listings(wheels, target)
     sized = [Wheel(w.name, w.version, w.filename, w.sha256, w.size or listed[w.sha256].size)
              for w in wheels]
     provided = set(provided)
     locked = []
-    for _, group in split(sized, min_size):
-        for wheel in group:
-            files = install_paths(listed[wheel.sha256].names, target)
-            drop = tuple(sorted(f for f in files if f in provided))
-            libs = tuple(sorted(f for f in files if _is_shared_library(f)))
-            provided.update(files)
-            locked.append(Wheel(wheel.name, wheel.version, wheel.filename, wheel.sha256,
-                                wheel.size, drop, libs))
+    for wheel in sorted(sized, key=lambda w: (w.size < min_size, w.name)):
+        files = install_paths(listed[wheel.sha256].names, target)
+        drop = tuple(sorted(f for f in files if f in provided))
+        libs = tuple(sorted(f for f in files if _is_shared_library(f)))
+        provided.update(files)
+        locked.append(Wheel(wheel.name, wheel.version, wheel.filename, wheel.sha256,
+                            wheel.size, drop, libs))
     return sorted(locked, key=lambda w: w.name)
 
 
@@ -66,13 +81,13 @@ def _is_shared_library(path: str) -> bool:
     return name.startswith("lib") and (name.endswith(".so") or ".so." in name)
 
 
-def wheel_parts(ctx: BuildContext, wheels: list[Wheel], min_size: int,
+def wheel_parts(ctx: BuildContext, wheels: list[Wheel], min_size: int, small_size: int,
                 short_name: Callable[[Wheel], str], extra_top: Callable[[Tree], None] | None = None,
                 extra_inputs: Any = None) -> list[Part]:
     """One `Part` per group of `split`; ``extra_top`` adds files to the top (small-wheel) layer."""
     target = PythonTarget.of(ctx.recipe)
     bytecode = bool(ctx.recipe.python.get("bytecode", True))
-    groups = split(wheels, min_size)
+    groups = split(wheels, min_size, small_size)
     if extra_top is not None and (not groups or groups[-1][0] is not None):
         groups.append((None, []))
     parts = []
@@ -85,7 +100,8 @@ def wheel_parts(ctx: BuildContext, wheels: list[Wheel], min_size: int,
                   "wheels": [[w.name, w.version, w.sha256, list(w.drop)] for w in group],
                   **({"extra": extra_inputs} if top else {})}
         parts.append(Part(name, comment, functools.partial(_inputs, inputs, target, bytecode),
-                          functools.partial(_part_tree, group, target, bytecode, top)))
+                          functools.partial(_part_tree, group, target, bytecode, top),
+                          downloads=functools.partial(downloads, group, target)))
     return parts
 
 

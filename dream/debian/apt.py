@@ -10,15 +10,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
 from dream.debian.sources import write_sources
-from dream.download_cache import die_with_parent, download_scratch
+from dream.download_cache import download_scratch
 from dream.errors import DreamError
+from dream.fetch_plan import run_download
 from dream.store.layout import file_sha256
 
 _UPDATED: set[Path] = set()  # state directories whose lists this process fetched
@@ -93,9 +93,7 @@ class Apt:
     def _run(self, tool: str, *args: str, cwd: Path | None = None) -> str:
         if shutil.which(tool) is None:
             raise DreamError(f"{tool} not found: debian layers need apt (run on Debian or Ubuntu)")
-        result = subprocess.run([tool, *self._options(), *args], cwd=cwd, text=True,
-                                capture_output=True, env={**os.environ, "LC_ALL": "C"},
-                                preexec_fn=die_with_parent)
+        result = run_download([tool, *self._options(), *args], cwd=cwd, env={**os.environ, "LC_ALL": "C"})
         if result.returncode != 0:
             detail = " ".join(line.strip() for line in result.stderr.splitlines()
                               if line.startswith(("E:", "W:")) or "rror" in line) or result.stderr.strip()

@@ -213,8 +213,10 @@ QEMU = {"amd64": "qemu-x86_64-static", "arm64": "qemu-aarch64-static"}
 def ld_cache(tree: Tree, staging: Path, architecture: str) -> None:
     """/etc/ld.so.cache, built by ldconfig over a scratch copy of the libraries.
 
-    ldconfig only reads ELF headers and the ld.so.conf files, so the scratch root holds just
-    those (hard-linked where possible); ``-X`` keeps it from creating links of its own. The
+    ldconfig only reads the ld.so.conf files and the ELF headers of files named ``*.so*``, so
+    the scratch root holds just those (written out, or hard-linked where unpacking staged
+    them), the directories and the symlinks: not the thousands of other files under /usr/lib.
+    ``-X`` keeps it from creating links of its own. The
     host's ldconfig skips libraries of another machine (an arm64 image got an empty cache),
     so for a foreign architecture the image's own ldconfig runs under qemu-user.
     """
@@ -223,9 +225,9 @@ def ld_cache(tree: Tree, staging: Path, architecture: str) -> None:
     with tempfile.TemporaryDirectory(dir=staging, prefix="ldroot-") as scratch:
         root = Path(scratch)
         for path, entry in tree.entries.items():
-            if not (path.startswith(("usr/lib", "etc/ld.so.conf")) or path.startswith("usr/local/lib")):
-                continue
-            _copy_entry(tree, path, entry, root)
+            if path.startswith("etc/ld.so.conf") or path.startswith(("usr/lib", "usr/local/lib")) and (
+                    entry.kind not in (FILE, HARDLINK) or ".so" in posixpath.basename(path)):
+                _copy_entry(tree, path, entry, root)
         for top in ("lib", "lib64"):
             if tree.get(top) is not None:
                 os.symlink(f"usr/{top}", root / top)

@@ -13,9 +13,10 @@ import hashlib
 import tarfile
 import zipfile
 from pathlib import Path
-from typing import IO, Callable, Iterator
+from typing import Callable, Iterator
 
 from dream.errors import DreamError
+from dream.oci.zipmember import OpenArchive, Reader
 from dream.oci.tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Entry
 
 CHUNK = 1 << 20
@@ -90,7 +91,7 @@ def tar_chunks(entries: list[Entry], mtime: int, label: str = "") -> Iterator[by
     to something else, stops the layer with `SourceChanged`: the key must describe the bytes.
     """
     with contextlib.ExitStack() as archives:
-        opened: dict[Path, zipfile.ZipFile] = {}
+        opened: dict[Path, OpenArchive] = {}
         for entry in entries:
             yield header(entry, mtime)
             if entry.kind != FILE:
@@ -133,20 +134,22 @@ def _file_chunks(entry: Entry, label: str) -> Iterator[bytes]:
         raise DreamError(f"{_layer(label)}cannot read {entry.source}: {exc.strerror or exc}") from None
 
 
-def _archive(entry: Entry, opened: dict[Path, zipfile.ZipFile], archives: contextlib.ExitStack,
-             label: str) -> zipfile.ZipFile:
+def _archive(entry: Entry, opened: dict[Path, OpenArchive], archives: contextlib.ExitStack,
+             label: str) -> OpenArchive:
     """The open zip ``entry.source``; each archive is opened once per tar stream (its central
     directory read once, not once per member) and closed when the stream ends."""
     assert entry.source is not None, entry.path
     if entry.source not in opened:
         try:
-            opened[entry.source] = archives.enter_context(zipfile.ZipFile(entry.source))
+            archive = OpenArchive(str(entry.source))
         except (OSError, zipfile.BadZipFile) as exc:
             raise DreamError(f"{_layer(label)}cannot read {entry.source}: {exc}") from None
+        archives.callback(archive.close)
+        opened[entry.source] = archive
     return opened[entry.source]
 
 
-def _member_chunks(entry: Entry, label: str, archive: zipfile.ZipFile) -> Iterator[bytes]:
+def _member_chunks(entry: Entry, label: str, archive: OpenArchive) -> Iterator[bytes]:
     """A zip member's bytes, which must be the size and sha256 the entry records (its wheel's
     RECORD): a wheel whose RECORD does not describe its files stops the layer."""
     def changed(detail: str = "") -> SourceChanged:
@@ -157,11 +160,11 @@ def _member_chunks(entry: Entry, label: str, archive: zipfile.ZipFile) -> Iterat
             yield from _exactly(handle, entry, changed)
     except SourceChanged:
         raise
-    except (OSError, KeyError, zipfile.BadZipFile) as exc:  # BadZipFile: a CRC mismatch
+    except (OSError, KeyError, zipfile.BadZipFile) as exc:
         raise DreamError(f"{_layer(label)}cannot read {entry.member} of {entry.source}: {exc}") from None
 
 
-def _exactly(handle: IO[bytes], entry: Entry, changed: Callable[[str], SourceChanged]) -> Iterator[bytes]:
+def _exactly(handle: Reader, entry: Entry, changed: Callable[[str], SourceChanged]) -> Iterator[bytes]:
     """``entry.size`` bytes of ``handle`` in chunks; fewer, more, or (when the entry carries a
     sha256) other bytes raise ``changed``."""
     digest = hashlib.sha256() if entry.sha256 else None

@@ -109,10 +109,15 @@ class Tree:
             del self.entries[key]
 
     def remove_matching(self, pattern: str) -> None:
-        """Remove the entries whose absolute path matches the glob ``pattern`` (and below them)."""
-        matched = [p for p in self.entries if fnmatch.fnmatch("/" + p, pattern)]
-        for path in matched:
-            self.remove(path)
+        """Remove the entries whose absolute path matches the glob ``pattern`` (and below them).
+
+        One pass over the tree, each path checked against the matches by its ancestors: a
+        Debian layer's `/usr/share/doc/*` matches thousands of its 7,500 entries, and removing
+        them one `remove` at a time was quadratic (4 s of its build)."""
+        matched = {p for p in self.entries if fnmatch.fnmatch("/" + p, pattern)}
+        if matched:
+            self.entries = {path: entry for path, entry in self.entries.items()
+                            if not _at_or_below(path, matched)}
 
     def get(self, path: str) -> Entry | None:
         return self.entries.get(clean_path(path))
@@ -131,6 +136,15 @@ class Tree:
                 parent = posixpath.dirname(parent)
         _order_hardlinks(entries)
         return [entries[path] for path in sorted(entries)]
+
+
+def _at_or_below(path: str, paths: set[str]) -> bool:
+    """Whether ``path`` or one of its parent directories is in ``paths``."""
+    while path:
+        if path in paths:
+            return True
+        path = posixpath.dirname(path)
+    return False
 
 
 def _order_hardlinks(entries: dict[str, Entry]) -> None:

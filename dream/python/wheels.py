@@ -5,15 +5,15 @@ the lock's sha256 and cached by hash; `dream.python.install` installs them into 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 
 from dream.debian.apt import cache_dir
-from dream.download_cache import die_with_parent, download_scratch
+from dream.download_cache import download_scratch
 from dream.errors import DreamError
+from dream.fetch_plan import Download, Source, run_download
 from dream.python.resolve import Wheel
 from dream.python.target import PythonTarget
 from dream.store.layout import file_sha256
@@ -30,6 +30,14 @@ def fetch(wheels: list[Wheel], target: PythonTarget, root: Path | None = None) -
     return {w.sha256: cached_path(w, root) for w in wheels}
 
 
+def downloads(wheels: list[Wheel], target: PythonTarget) -> list[Download]:
+    """The wheels as files of an image's fetch plan (`dream.fetch_plan`): wheels for one
+    target share pip runs, a big one has a run of its own."""
+    source = Source(("pip", target), lambda some: fetch(some, target),
+                    lambda wheel: cached_path(wheel).is_file(), splits=True)
+    return [Download(w.sha256, w.size, w, source) for w in wheels]
+
+
 def _download(wheels: list[Wheel], target: PythonTarget, root: Path | None) -> None:
     with download_scratch((root or cache_dir()) / "wheels") as base:
         (base / "requirements.txt").write_text(
@@ -41,8 +49,7 @@ def _download(wheels: list[Wheel], target: PythonTarget, root: Path | None) -> N
                    "--require-hashes", "-r", str(base / "requirements.txt"),
                    "--dest", str(base / "out"), "--quiet", "--progress-bar", "off"]
         (base / "tmp").mkdir()
-        run = subprocess.run(command, capture_output=True, text=True, check=False,
-                             env={**os.environ, "TMPDIR": str(base / "tmp")}, preexec_fn=die_with_parent)
+        run = run_download(command, env={**os.environ, "TMPDIR": str(base / "tmp")})
         if run.returncode != 0:
             detail = " ".join(line.strip() for line in run.stderr.strip().splitlines()[-4:])
             raise DreamError(f"pip could not download the locked wheels: {detail} (a pinned wheel "

@@ -153,6 +153,12 @@ CUDA_COMPONENTS = (
 MIN_LAYER_SIZE = {"type": "integer", "min": 0, "default": 16_000_000,
                   **doc("Wheels at least this big (bytes, as downloaded) get a layer of their own.",
                          16_000_000)}
+SMALL_LAYER_SIZE = {"type": "integer", "min": 0, "default": 4_000_000,
+                    **doc("The wheels under `min_layer_size` share one layer, the top one, while "
+                           "together they stay within this many bytes (as downloaded); taken "
+                           "smallest first, the bigger ones that do not fit get layers of their "
+                           "own. So an everyday change to a small requirement rebuilds and "
+                           "re-pushes a few MB, however big the image.", 4_000_000)}
 
 CUDA_FOLLOW = "python"  # `version: python`: take the versions the python layers' requirements pin
 CUDA_VERSION_WORDS = ("must be a CUDA version such as 12, 12.8 or 12.8.1 (12 or newer), "
@@ -207,6 +213,7 @@ CUDA_LAYER = {
                             "framework's: exact (`cublas: \"12.8.4.1\"`) or a prefix (`cudnn: \"9.10\"`, "
                             "the newest 9.10 release).")},
         "min_layer_size": MIN_LAYER_SIZE,
+        "small_layer_size": SMALL_LAYER_SIZE,
     },
 }
 
@@ -215,13 +222,15 @@ PYTHON_LAYER = {
     **doc("A Python environment from a lock of wheels (kind `python`), installed into the "
            "Debian interpreter's site directory without running anything in the image. Split "
            "rule: every distribution whose wheel is at least `min_layer_size` bytes gets its own "
-           "layer, `<layer>-<name>`, ordered by name; all smaller ones share `<layer>`, the top "
-           "one. Wheels that a `cuda` layer of the image provides are not installed again."),
+           "layer, `<layer>-<name>`, ordered by name; the smaller ones share `<layer>`, the top "
+           "one, up to `small_layer_size` bytes (the rest get their own layers too). Wheels "
+           "that a `cuda` layer of the image provides are not installed again."),
     "schema": {
         "requirements": {"type": "list", "required": True, "minlength": 1,
                          "schema": {"type": "string", "empty": False},
                          **doc("Requirement specifiers (PEP 508), e.g. `numpy>=2`, `cupy-cuda12x`.")},
         "min_layer_size": MIN_LAYER_SIZE,
+        "small_layer_size": SMALL_LAYER_SIZE,
     },
 }
 
@@ -355,8 +364,10 @@ IMAGE = {
                          "layers are looked up there before they are built and published there "
                          "after. `DREAM_LAYER_CACHE` overrides it (`DREAM_LAYER_CACHE=off` turns it off).")},
         "compression": {"type": "string", "allowed": ["gzip", "zstd"], "default": "gzip",
-                        **doc("Layer compression: gzip (ISA-L, level 1) reads everywhere; zstd "
-                               "(level 3) is smaller and needs Docker ≥ 23.", "gzip")},
+                        **doc("Layer compression: gzip (ISA-L, level 1, written as independent "
+                               "1 MiB members compressed on every core: still one valid gzip "
+                               "file) reads everywhere; zstd (level 3) is smaller and needs "
+                               "Docker ≥ 23.", "gzip")},
     },
 }
 

@@ -36,7 +36,7 @@ from dream.oci.image import source_date_epoch, write_image
 from dream.oci.layer import build_layer, tree_size
 from dream.progress import bar
 from dream.recipe.cache import load_cached
-from dream import verbs
+from dream import fetch_plan, verbs
 from dream.recipe.model import LayerSpec, Recipe
 from dream.registry.settings import configure
 from dream.tasks.services import service_tasks
@@ -45,6 +45,7 @@ from dream.store import Descriptor, Store, open_store
 from dream.store.layout import canonical_json, store_path
 
 if TYPE_CHECKING:
+    from dream.fetch_plan import Download
     from dream.registry.cache import LayerCache
 
 RECIPE_DIR = "recipes"
@@ -118,9 +119,10 @@ class LayerJob:
         if self.image.problem is not None:
             raise self.image.problem
         store = open_store(fetch=_fetch)
-        with store.lock("store", shared=True):
+        with store.lock("store", shared=True), fetch_plan.stopped_by_ctrl_c():
             descriptor = self.built(store) or self.from_outside(store)
             if descriptor is None:
+                self.image.prefetch(store)
                 descriptor = self.build_here(store)
                 if self.image.cache:
                     self.image.cache.publish(store, self.key, descriptor)
@@ -144,6 +146,8 @@ class LayerJob:
     def build_here(self, store: Store) -> Descriptor:
         assert self.part is not None and self.part.tree is not None
         ctx = self.image.context(self.layer, store)
+        if self.part.downloads is not None:
+            self.image.downloads.wait(self.part.downloads())
         with ctx.scratch() as scratch:
             tree = self.part.tree(ctx, scratch)
             label = f"{self.image.recipe.name}/{self.name}"
@@ -151,6 +155,14 @@ class LayerJob:
                 descriptor = build_layer(tree, self.codec, source_date_epoch(), store, advance)
         print(f"{label}: {descriptor.digest} ({descriptor.size:,} bytes)")
         return descriptor
+
+    def planned_downloads(self, store: Store) -> Callable[[], list[Download]] | None:
+        """The files that building this layer fetches; None when it fetches none, or when the
+        store or a base image holds the layer."""
+        part = self.part
+        if part is None or part.downloads is None or part.remote is not None or self.built(store) is not None:
+            return None
+        return part.downloads
 
     def uptodate(self, task: Any, values: Any) -> bool:
         """Up to date when the store has this key. The ref is re-stamped, under the store lock,
@@ -173,6 +185,7 @@ class ImageJob:
         self.recipe = recipe
         self._locks: dict[str, Any] | None = None
         self.cache = cache_for(recipe)
+        self.downloads = fetch_plan.FetchPlan()
         self.layers: list[LayerJob] = []
         for layer in recipe.layers:
             try:
@@ -195,6 +208,12 @@ class ImageJob:
             except DreamError as exc:
                 return exc
         return None
+
+    def prefetch(self, store: Store) -> None:
+        """Start, once, the downloads of every layer still to build; not with a layer cache,
+        which may hold those layers (each layer then fetches its own files, if it builds)."""
+        if self.cache is None:
+            self.downloads.start(lambda: [files for job in self.layers if (files := job.planned_downloads(store))])
 
     def locks(self) -> dict[str, Any]:
         if self._locks is None:

@@ -188,7 +188,7 @@ def test_layers_are_split_and_share_no_file(gpu: Project) -> None:
     config = json.loads((gpu.store / "blobs/sha256" / manifest(gpu)["config"]["digest"][7:]).read_text())
     names = [entry["created_by"].removeprefix("dream layer ") for entry in config["history"]]
     assert names == ["debian", "cuda-cublas", "cuda-nvrtc", "cuda", "home", "python-cupy-cuda12x",
-                     "python-numpy", "python", "app", "services"]
+                     "python-numpy", "python", "services", "app"]
     store = Store(gpu.store)
     seen: dict[str, str] = {}
     overrides = set()

@@ -22,8 +22,8 @@ PACKAGE = REPO / "dream"
 LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # layer:      (modules,                                          may import)
     "errors":     (("dream.errors",),                                ()),
-    "base":       (("dream.progress", "dream.workdirs", "dream.download_cache", "dream.presets"),
-                   ("errors",)),
+    "base":       (("dream.progress", "dream.workdirs", "dream.download_cache", "dream.fetch_plan",
+                    "dream.presets"),                                ("errors",)),
     "supervisor": (("dream.supervisor",),                            ()),
     "oci":        (("dream.oci",),                                   ("errors",)),
     "recipe":     (("dream.recipe",),                                ("oci", "supervisor", "base", "errors")),

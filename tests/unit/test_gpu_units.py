@@ -26,10 +26,10 @@ def wheel(name: str, size: int) -> Wheel:
 
 
 def test_split_gives_big_wheels_own_layers_and_small_ones_a_shared_top() -> None:
-    groups = split([wheel("rich", 10), wheel("torch", 900), wheel("numpy", 17), wheel("mdurl", 1)], 16)
+    groups = split([wheel("rich", 10), wheel("torch", 900), wheel("numpy", 17), wheel("mdurl", 1)], 16, 11)
     assert [(big.name if big else None, [w.name for w in group]) for big, group in groups] == [
         ("numpy", ["numpy"]), ("torch", ["torch"]), (None, ["mdurl", "rich"])]
-    assert split([wheel("torch", 900)], 16)[-1][0] is not None  # no empty small layer
+    assert split([wheel("torch", 900)], 16, 11)[-1][0] is not None  # no empty small layer
 
 
 def test_cuda_wheels_get_short_layer_names() -> None:

@@ -71,3 +71,13 @@ def test_file_that_changes_size_is_an_error(tmp_path: Path) -> None:
 def test_paths_cannot_escape(bad: str) -> None:
     with pytest.raises(ValueError):
         clean_path(bad)
+
+
+def test_remove_matching_takes_matches_and_what_is_below_them_only() -> None:
+    from dream.oci.tree import Tree
+    tree = Tree()
+    for path in ("usr/share/doc/a/copyright", "usr/share/doc/b", "usr/share/docs/keep", "usr/share/doc-base/x"):
+        tree.add_bytes(path, b"x")
+    tree.add_dir("usr/share/doc")
+    tree.remove_matching("/usr/share/doc/*")
+    assert sorted(tree.entries) == ["usr/share/doc", "usr/share/doc-base/x", "usr/share/docs/keep"]
