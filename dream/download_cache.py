@@ -18,7 +18,6 @@ removes every scratch directory that no running download holds (`download_scratc
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import os
 import shutil
@@ -32,6 +31,11 @@ from typing import Iterator
 DOWNLOADS = ("wheels", "debs")
 STALE_AFTER = 3600.0  # seconds: a scratch directory without an in-use mark is stale after this
 IN_USE = ".in-use"
+
+
+def cache_dir() -> Path:
+    """``$DREAM_CACHE``, default ``~/.cache/dream``."""
+    return Path(os.environ.get("DREAM_CACHE") or Path.home() / ".cache" / "dream")
 
 
 @contextlib.contextmanager
@@ -128,6 +132,7 @@ def die_with_parent() -> None:
     """``preexec_fn`` for download subprocesses: the kernel kills the child when dream dies
     (``PR_SET_PDEATHSIG``), so a killed build leaves no orphaned pip writing gigabytes into a
     scratch directory nobody will move. A no-op where prctl is not available."""
+    import ctypes  # here: only a download's child process pays for it
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

@@ -15,7 +15,6 @@ other threads and waits for them to clean up, so nothing half-written stays behi
 
 from __future__ import annotations
 
-import ctypes
 import os
 import sys
 import threading
@@ -139,6 +138,7 @@ class ThreadRunner(MThreadRunner):
                    if isinstance(thread, MThreadRunner.DaemonThread) and thread.is_alive()]
         for thread in workers:
             if thread.ident is not None:
+                import ctypes  # only on Ctrl-C
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
                                                            ctypes.py_object(KeyboardInterrupt))
             if self._job_q is not None:

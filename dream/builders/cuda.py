@@ -18,19 +18,19 @@ from __future__ import annotations
 import posixpath
 import re
 from importlib import resources
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from dream.builders.base import BuildContext, LayerBuilder, Part
-from dream.builders.cuda_versions import (Clash, Plan, find_clash, followed_toolkit, framework_pins,
-                                          plan, runtime_pin, toolkit_for)
 from dream.builders.wheelset import lock_wheels, pins, provided_by, resolve_keeping, wheel_parts
 from dream.errors import DreamError
 from dream.oci.image import DEFAULT_PATH
 from dream.oci.tree import Tree
 from dream.python.resolve import Wheel
 from dream.python.target import PythonTarget
-from dream.recipe.model import LayerSpec, Recipe
-from dream.recipe.schema import CUDA_FOLLOW
+from dream.recipe.model import CUDA_FOLLOW, LayerSpec, Recipe
+
+if TYPE_CHECKING:  # imported where a lock needs them: a build never resolves CUDA versions
+    from dream.builders.cuda_versions import Clash, Plan
 
 CUDA_HOME = "/usr/local/cuda"
 DRIVER_DIRS = ("/usr/local/nvidia/lib64", "/usr/local/nvidia/lib")
@@ -65,6 +65,7 @@ class CudaBuilder(LayerBuilder):
 
     def lock(self, layer: LayerSpec, recipe: Recipe, earlier: dict[str, Any],
              previous: dict[str, Any]) -> Any:
+        from dream.builders.cuda_versions import find_clash, framework_pins, runtime_pin
         spec, target, keep = layer.spec, PythonTarget.of(recipe), pins(previous)
         above = python_requirements(layer, recipe)
         try:
@@ -111,6 +112,7 @@ def python_requirements(layer: LayerSpec, recipe: Recipe) -> list[str]:
 
 def _plan(layer: LayerSpec, above: list[str], target: PythonTarget, keep: list[str]) -> Plan:
     """The toolkit release and wheels to resolve, for the layer's `version`."""
+    from dream.builders.cuda_versions import followed_toolkit, framework_pins, plan, toolkit_for
     spec = layer.spec
     kept = next((p.split("==", 1)[1] for p in keep if p.startswith("cuda-toolkit==")), None)
     if spec["version"] != CUDA_FOLLOW:

@@ -21,14 +21,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from packaging.requirements import InvalidRequirement, Requirement
-
 from dream.builders.wheelset import resolve_keeping
 from dream.errors import DreamError
 from dream.python.index import uv_environment
 from dream.python.resolve import Wheel, normalize, resolve
 from dream.python.target import PythonTarget
-from dream.recipe.schema import CUDA_FOLLOW
+from dream.recipe.model import CUDA_FOLLOW
 
 SEPARATE = {"cudnn": "nvidia-cudnn-cu{major}", "nccl": "nvidia-nccl-cu{major}",
             "cusparselt": "nvidia-cusparselt-cu{major}", "nvshmem": "nvidia-nvshmem-cu{major}"}
@@ -99,6 +97,7 @@ def parse_requires_dist(lines: list[str]) -> dict[str, dict[str, str]]:
     false on Linux (a Windows-only wheel) is dropped for its extra. A line true on one machine
     only keeps its marker, after the specifier (``==1.2.*; platform_machine == "x86_64"``), so
     that the resolver, which knows the image's platform, decides."""
+    from packaging.requirements import InvalidRequirement, Requirement  # lock time only
     extras: dict[str, dict[str, str]] = {}
     for line in lines:
         try:

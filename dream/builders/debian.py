@@ -9,7 +9,6 @@ from typing import Any, Mapping
 from dream.builders.base import BuildContext, LayerBuilder, Part
 from dream.debian.apt import Apt, Package, UnknownPackages, VanishedPins
 from dream.debian.fixups import FIXUPS_VERSION, apply_fixups
-from dream.debian.unpack import unpack
 from dream.errors import DreamError
 from dream.fetch_plan import Download, Source
 from dream.oci.tree import Tree
@@ -67,6 +66,7 @@ class DebianBuilder(LayerBuilder):
 
     def tree(self, ctx: BuildContext, scratch: Path) -> Tree:
         debs = _fetch(ctx, [Package(**p) for p in ctx.lock["packages"]])
+        from dream.debian.unpack import unpack  # .deb readers: a no-op build needs none
         unpacked = unpack(debs, scratch)
         apply_fixups(unpacked, ctx.lock["architecture"])
         tree = unpacked.tree

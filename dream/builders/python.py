@@ -8,15 +8,17 @@ while resolving and then left out, so no wheel is installed twice.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from dream.builders.base import BuildContext, LayerBuilder, Part
 from dream.builders.wheelset import lock_wheels, pins, provided_by, resolve_keeping, wheel_parts
 from dream.errors import DreamError
-from dream.python.blame import RequirementSites
 from dream.python.resolve import Wheel
 from dream.python.target import PythonTarget
 from dream.recipe.model import LayerSpec, Recipe
+
+if TYPE_CHECKING:
+    from dream.python.blame import RequirementSites
 
 
 class PythonBuilder(LayerBuilder):
@@ -42,7 +44,7 @@ class PythonBuilder(LayerBuilder):
         resolved = resolve_keeping(layer.spec["requirements"], target,
                                    [f"{w.name}=={w.version}" for w in below], pins(previous),
                                    f"the requirements of layer {layer.name!r}",
-                                   sites=RequirementSites(layer))
+                                   sites=_sites(layer))
         present = {w.name for w in below}
         own = [w for w in resolved if w.name not in present]
         locked = lock_wheels(own, layer.spec["min_layer_size"], target, provided_by(earlier, target))
@@ -52,6 +54,11 @@ class PythonBuilder(LayerBuilder):
         wheels = [Wheel.from_dict(w) for w in ctx.lock["wheels"]]
         return wheel_parts(ctx, wheels, ctx.layer.spec["min_layer_size"],
                            ctx.layer.spec["small_layer_size"], lambda w: w.name)
+
+
+def _sites(layer: LayerSpec) -> RequirementSites:
+    from dream.python.blame import RequirementSites  # packaging's parser: lock time only
+    return RequirementSites(layer)
 
 
 def _check_interpreter(layer: LayerSpec, target: PythonTarget, earlier: dict[str, Any]) -> None:

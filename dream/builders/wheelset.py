@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from dream.builders.base import BuildContext, Part
 from dream.errors import DreamError
 from dream.oci.tree import Tree
-from dream.python.blame import RequirementSites
-from dream.python.members import listings
 from dream.python.resolve import ResolveError, Wheel, resolve
 from dream.python.target import PythonTarget
 from dream.python.bytecode import add_bytecode, compiler_key
 from dream.python.wheels import downloads, fetch, install_paths
+
+if TYPE_CHECKING:  # lock time only: it parses requirements with packaging
+    from dream.python.blame import RequirementSites
 
 INSTALL_VERSION = "2"  # bump when the same wheels would install to other bytes
 
@@ -61,6 +62,7 @@ def lock_wheels(wheels: list[Wheel], min_size: int, target: PythonTarget,
     A path two wheels ship goes to the first in (at least ``min_size`` first, then by name)
     order and is the other's ``drop``. Every path is then installed by exactly one wheel, so
     which image layer each wheel lands in (`split`, a build-time choice) never matters here."""
+    from dream.python.members import listings  # lock time only: it brings an HTTP client
     listed = listings(wheels, target)
     sized = [Wheel(w.name, w.version, w.filename, w.sha256, w.size or listed[w.sha256].size)
              for w in wheels]
@@ -129,6 +131,7 @@ def _part_tree(group: list[Wheel], target: PythonTarget, bytecode: bool,
 
 def provided_by(earlier: dict[str, Any], target: PythonTarget) -> set[str]:
     """The image paths the wheels of lower layers' lock entries install."""
+    from dream.python.members import listings
     wheels = [Wheel.from_dict(w) for entry in earlier.values() for w in entry.get("wheels", [])]
     listed = listings(wheels, target)
     return {f for w in wheels for f in install_paths(listed[w.sha256].names, target)}

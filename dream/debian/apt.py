@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Iterable
 
 from dream.debian.sources import write_sources
-from dream.download_cache import download_scratch
+from dream.download_cache import cache_dir, download_scratch
 from dream.errors import DreamError
 from dream.fetch_plan import run_download
 from dream.store.layout import file_sha256
@@ -59,10 +59,6 @@ class UnknownPackages(DreamError):
     def __init__(self, names: list[str]) -> None:
         super().__init__(f"no Debian package {', '.join(map(repr, names))} in the apt sources")
         self.names = names
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("DREAM_CACHE") or Path.home() / ".cache" / "dream")
 
 
 class Apt:

@@ -14,10 +14,11 @@ import re
 import shutil
 import subprocess
 import tempfile
-from typing import Any
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from dream.debian.unpack import Unpacked
+if TYPE_CHECKING:  # the unpacker (tarfile, lzma, a thread pool) is imported only by a build
+    from dream.debian.unpack import Unpacked
 from dream.errors import DreamError
 from dream.oci.tree import DIR, FILE, HARDLINK, SYMLINK, Entry, Tree
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tarfile
 from typing import IO
 
 from dream.oci.blobs import BlobSource
@@ -21,6 +20,7 @@ def read_files(blobs: BlobSource, descriptor: Descriptor, paths: set[str]) -> di
     Stops reading once every path was seen; our layers are sorted, so ``etc/…`` comes early.
     """
     found: dict[str, bytes] = {}
+    import tarfile  # here: only a build that reads a layer pays for it
     with open_layer(blobs, descriptor) as stream, tarfile.open(fileobj=stream, mode="r|") as archive:
         for member in archive:
             name = member.name.removeprefix("./")

@@ -32,7 +32,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from dream.debian.apt import cache_dir
+from dream.download_cache import cache_dir
 from dream.errors import DreamError
 from dream.oci.tree import FILE, Entry, Tree
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import requests  # the session type only
 
-from dream.debian.apt import cache_dir
+from dream.download_cache import cache_dir
 from dream.errors import DreamError
 from dream.python.index import http_session
 from dream.python.rangefile import NoRanges, RangeFile

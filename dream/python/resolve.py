@@ -23,7 +23,6 @@ from typing import Any
 
 from dream.errors import DreamError
 from dream.python.index import uv_environment, uv_index_args
-from dream.python.tags import best_wheel
 from dream.python.target import PythonTarget
 
 
@@ -126,6 +125,7 @@ def _choose(package: dict[str, Any], target: PythonTarget) -> Wheel:
     if not files:
         raise DreamError(f"the package index offers no wheel of {what} "
                          f"for Python {target.version} on {target.platform}")
+    from dream.python.tags import best_wheel  # packaging.tags: lock time only
     return best_wheel(what, [(w.filename, w) for w in files], target)
 
 

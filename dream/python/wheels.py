@@ -10,8 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 
-from dream.debian.apt import cache_dir
-from dream.download_cache import download_scratch
+from dream.download_cache import cache_dir, download_scratch
 from dream.errors import DreamError
 from dream.fetch_plan import Download, Source, run_download
 from dream.python.resolve import Wheel

@@ -8,6 +8,8 @@ from typing import Any
 
 from dream.errors import Location
 
+CUDA_FOLLOW = "python"  # cuda `version: python`: take the versions the python layers' requirements pin
+
 
 @dataclass(frozen=True)
 class HostSettings:

@@ -15,6 +15,7 @@ import re
 import shlex
 from typing import TYPE_CHECKING, Any
 
+from dream.recipe.model import CUDA_FOLLOW
 from dream.recipe.rules import ABSOLUTE, ENV_NAME_RE, MODE_RE, RELATIVE, SIGNAL_RE, doc, form, to_text
 from dream.oci.reference import REFERENCE_PATTERN
 
@@ -160,7 +161,6 @@ SMALL_LAYER_SIZE = {"type": "integer", "min": 0, "default": 4_000_000,
                            "own. So an everyday change to a small requirement rebuilds and "
                            "re-pushes a few MB, however big the image.", 4_000_000)}
 
-CUDA_FOLLOW = "python"  # `version: python`: take the versions the python layers' requirements pin
 CUDA_VERSION_WORDS = ("must be a CUDA version such as 12, 12.8 or 12.8.1 (12 or newer), "
                       "or `python` to follow the CUDA that the python layers' requirements pin")
 

@@ -122,9 +122,10 @@ def running_since(store: Any) -> float | None:
                 continue
             try:
                 data = json.loads(os.read(fd, 4096))
-                pid, started = int(data["pid"]), float(data["started"])
+                int(data["pid"])  # a marker without its pid is damaged: its file's age counts
+                started = float(data["started"])
             except (OSError, ValueError, KeyError, TypeError):
-                pid, started = -1, os.fstat(fd).st_mtime
+                started = os.fstat(fd).st_mtime
             oldest = started if oldest is None else min(oldest, started)
         finally:
             os.close(fd)
