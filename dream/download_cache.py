@@ -18,6 +18,7 @@ removes every scratch directory that no running download holds (`download_scratc
 from __future__ import annotations
 
 import contextlib
+import functools
 import fcntl
 import os
 import shutil
@@ -26,7 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator, cast
 
 DOWNLOADS = ("wheels", "debs")
 STALE_AFTER = 3600.0  # seconds: a scratch directory without an in-use mark is stale after this
@@ -128,13 +129,24 @@ def clear_downloads(root: Path) -> Reclaimed:
     return Reclaimed(files, size)
 
 
-def die_with_parent() -> None:
-    """``preexec_fn`` for download subprocesses: the kernel kills the child when dream dies
-    (``PR_SET_PDEATHSIG``), so a killed build leaves no orphaned pip writing gigabytes into a
-    scratch directory nobody will move. A no-op where prctl is not available."""
-    import ctypes  # here: only a download's child process pays for it
+@functools.lru_cache(maxsize=1)
+def _prctl() -> Callable[..., int] | None:
+    import ctypes  # here: only a build that downloads pays for it
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        return cast(Callable[..., int], ctypes.CDLL(None, use_errno=True).prctl)
     except (OSError, AttributeError):
-        pass
+        return None  # not Linux: no death signal
+
+
+def die_with_parent() -> Callable[[], None]:
+    """A ``preexec_fn`` for download subprocesses: the kernel kills the child when dream dies
+    (``PR_SET_PDEATHSIG``), so a killed build leaves no orphaned pip writing gigabytes into a
+    scratch directory nobody will move. ``prctl`` is looked up here, in the parent: the child
+    of a process with threads (layer builds, the compression pool) must not import or load a
+    library between fork and exec, since another thread may have held the lock it needs."""
+    prctl = _prctl()
+
+    def arm() -> None:
+        if prctl is not None:
+            prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    return arm

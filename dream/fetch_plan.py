@@ -203,7 +203,7 @@ def run_download(command: list[str], **options: Any) -> subprocess.CompletedProc
         if _STOPPING.is_set():
             raise DreamError("downloads interrupted")
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   preexec_fn=die_with_parent, **options)
+                                   preexec_fn=die_with_parent(), **options)
         _CHILDREN.add(process)
     try:
         with process:

@@ -25,9 +25,10 @@ from typing import Any
 
 from doit import cmd_run
 from doit.reporter import ConsoleReporter
-from doit.runner import JobHold, JobTaskPickle, MThreadRunner
+from doit.runner import JobHold, JobTaskPickle, MThreadRunner, Runner
 
 from dream.errors import DreamError
+from dream.oci.compress import usable_cores
 from dream.progress import install_line_output, whole_lines
 
 DODO = """\
@@ -63,10 +64,7 @@ def jobs() -> int:
         if count < 1:
             raise DreamError(f"{JOBS}={setting!r}: not a number of tasks to run at once (1 or more)")
         return count
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+    return usable_cores()
 
 
 class Reporter(ConsoleReporter):
@@ -74,6 +72,29 @@ class Reporter(ConsoleReporter):
 
     def __init__(self, outstream: Any, options: Any) -> None:
         super().__init__(whole_lines(outstream), options)
+
+
+def note_selection(task_dispatcher: Any) -> None:
+    """Tell the task layer which layer tasks this run may execute (the selected tasks and what
+    they depend on), so that a fetch plan downloads for those only: `doit layer:X/debian`
+    fetches no wheels."""
+    from dream.tasks import select_layers
+    tasks, seen, stack = task_dispatcher.tasks, set(), list(task_dispatcher.selected_tasks or ())
+    while stack:
+        name = stack.pop()
+        if name in seen or name not in tasks:
+            continue
+        seen.add(name)
+        stack += [*tasks[name].task_dep, *tasks[name].setup_tasks]
+    select_layers({name for name in seen if name.startswith(IN_THREADS)} if seen else None)
+
+
+class SerialRunner(Runner):
+    """doit's serial runner (``DREAM_JOBS=1``), which notes the selection too."""
+
+    def run_tasks(self, task_dispatcher: Any) -> None:
+        note_selection(task_dispatcher)
+        super().run_tasks(task_dispatcher)
 
 
 class ThreadRunner(MThreadRunner):
@@ -123,6 +144,7 @@ class ThreadRunner(MThreadRunner):
         return task.execute(self.stream)
 
     def run_tasks(self, task_dispatcher: Any) -> None:
+        note_selection(task_dispatcher)
         try:
             super().run_tasks(task_dispatcher)
         except KeyboardInterrupt:
@@ -170,7 +192,8 @@ def dodo_globals(root: Path | None = None) -> dict[str, Any]:
         raise SystemExit(1) from None
     from dream.doitdb import install
     install()  # doit.json written by temp-and-rename (doit's own json backend truncates first)
-    cmd_run.MThreadRunner = ThreadRunner  # doit picks its runner class by this name
+    cmd_run.MThreadRunner = ThreadRunner  # doit picks its runner classes by these names
+    cmd_run.Runner = SerialRunner
     config = {"backend": "json", "dep_file": f"{STATE_DIR}/doit.json", "default_tasks": ["build"],
               "num_process": count if count > 1 else 0, "par_type": "thread", "reporter": Reporter}
     return {"DOIT_CONFIG": config, **dodo_tasks(root)}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up dream on a fresh Debian machine: a virtual environment in .dream/venv holding the
 # package and its dependencies (Debian's own python3 refuses system-wide pip installs), plus
-# the Debian tools that debian layers use (apt-get and dpkg-deb ship with Debian; openssl
+# the Debian tools that debian layers use (apt-get ships with Debian; openssl
 # indexes the CA certificates; python3-venv makes the environment).
 # Then: .dream/venv/bin/doit build:gpu-image (or activate it: . .dream/venv/bin/activate).
 set -euo pipefail

@@ -30,7 +30,7 @@ from dream.python.wheels import downloads, fetch, install_paths
 if TYPE_CHECKING:  # lock time only: it parses requirements with packaging
     from dream.python.blame import RequirementSites
 
-INSTALL_VERSION = "2"  # bump when the same wheels would install to other bytes
+INSTALL_VERSION = "3"  # bump when the same wheels would install to other bytes
 
 
 def split(wheels: list[Wheel], min_size: int, small_size: int) -> list[tuple[Wheel | None, list[Wheel]]]:

@@ -17,12 +17,13 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # the unpacker (tarfile, lzma, a thread pool) is imported only by a build
-    from dream.debian.unpack import Unpacked
 from dream.errors import DreamError
 from dream.oci.tree import DIR, FILE, HARDLINK, SYMLINK, Entry, Tree
 
-FIXUPS_VERSION = "5"
+if TYPE_CHECKING:  # the unpacker (tarfile, lzma, a thread pool) is imported only by a build
+    from dream.debian.unpack import Unpacked
+
+FIXUPS_VERSION = "6"
 _ALTERNATIVE = re.compile(r"update-alternatives\s+--install\s+(\S+)\s+(\S+)\s+(\S+)\s+(\d+)((?:\s+--slave\s+\S+\s+\S+\s+\S+)*)")
 _SLAVE = re.compile(r"--slave\s+(\S+)\s+(\S+)\s+(\S+)")
 
@@ -226,8 +227,9 @@ def ld_cache(tree: Tree, staging: Path, architecture: str) -> None:
     with tempfile.TemporaryDirectory(dir=staging, prefix="ldroot-") as scratch:
         root = Path(scratch)
         for path, entry in tree.entries.items():
-            if path.startswith("etc/ld.so.conf") or path.startswith(("usr/lib", "usr/local/lib")) and (
-                    entry.kind not in (FILE, HARDLINK) or ".so" in posixpath.basename(path)):
+            libraries = path.startswith(("usr/lib", "usr/local/lib")) and (
+                entry.kind not in (FILE, HARDLINK) or ".so" in posixpath.basename(path))
+            if path.startswith("etc/ld.so.conf") or libraries:
                 _copy_entry(tree, path, entry, root)
         for top in ("lib", "lib64"):
             if tree.get(top) is not None:

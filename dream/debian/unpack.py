@@ -13,8 +13,8 @@ ends as the later one's, whatever thread finished first.
 
 from __future__ import annotations
 
-import os
 import tarfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +22,13 @@ from typing import Any
 
 from dream.debian.deb import Deb
 from dream.errors import DreamError
+from dream.oci.compress import usable_cores
 from dream.oci.tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Entry, Tree, clean_path
 
 MERGED_USR = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 JOBS = 4  # lzma is ~3/4 of the work and runs outside the GIL, tar parsing holds it: more
           # threads than this would mostly wait for the GIL (and there are layers in parallel)
+MEMORY_BUDGET = 512 << 20  # at most this many bytes of one unpack's files in memory; the rest staged
 IN_MEMORY = 1 << 20  # smaller files stay in memory: 7,513 of 7,538 in the reference image's
                      # layer (153 of 212 MB); creating that many staged files took seconds
 
@@ -62,10 +64,11 @@ def unpack(debs: dict[str, Path], staging: Path) -> Unpacked:
     """Unpack every deb (in name order) into one tree; large files' bytes land under ``staging``."""
     result = Unpacked(Tree(), staging)
     names = sorted(debs)
-    pool = ThreadPoolExecutor(min(JOBS, len(os.sched_getaffinity(0))), thread_name_prefix="unpack")
+    pool = ThreadPoolExecutor(min(JOBS, usable_cores()), thread_name_prefix="unpack")
+    budget = _Budget(MEMORY_BUDGET)
     try:
         read = pool.map(_read_package, names, [debs[n] for n in names],
-                        [staging / str(number) for number in range(len(names))])
+                        [staging / str(number) for number in range(len(names))], [budget] * len(names))
         for name, package in zip(names, read):
             result.control[name], result.postinst[name] = package.control, package.postinst
             result.files[name] = package.files
@@ -79,11 +82,26 @@ def unpack(debs: dict[str, Path], staging: Path) -> Unpacked:
     return result
 
 
-def _read_package(name: str, path: Path, staging: Path) -> _Package:
+class _Budget:
+    """Bytes of file content the unpack may still keep in memory, shared by its threads: a
+    layer of many small files (or several Debian layers at once) never holds more than this."""
+
+    def __init__(self, size: int) -> None:
+        self.left, self.lock = size, threading.Lock()
+
+    def take(self, size: int) -> bool:
+        with self.lock:
+            if size > self.left:
+                return False
+            self.left -= size
+            return True
+
+
+def _read_package(name: str, path: Path, staging: Path, budget: _Budget) -> _Package:
     try:
         deb = Deb(path)
         control = deb.control_files()
-        files, entries = _data(deb, staging)
+        files, entries = _data(deb, staging, budget)
         return _Package(_text(control["control"], path, "control"),
                         control.get("postinst", b"").decode("utf-8", "replace"), files, entries)
     except DreamError as exc:
@@ -98,7 +116,7 @@ def _text(data: bytes, path: Path, member: str) -> str:
         raise DreamError(f"{path}: its {member} file is not UTF-8 ({exc.reason} at byte {exc.start})") from None
 
 
-def _data(deb: Deb, staging: Path) -> tuple[list[str], list[Entry]]:
+def _data(deb: Deb, staging: Path, budget: _Budget) -> tuple[list[str], list[Entry]]:
     """The data tar's paths as the package ships them, and its entries laid out merged-/usr."""
     listed: list[str] = []
     entries: list[Entry] = []
@@ -109,7 +127,7 @@ def _data(deb: Deb, staging: Path) -> tuple[list[str], list[Entry]]:
                 if not original:
                     continue
                 listed.append("/" + original)  # dpkg records the path as the package ships it
-                entry = _entry(archive, member, merged_usr(original), staging / str(number))
+                entry = _entry(archive, member, merged_usr(original), staging / str(number), budget)
             except ValueError as exc:  # a path or hard link that climbs out of the root
                 raise DreamError(f"{deb.path}: {exc}") from None
             if entry is not None:
@@ -117,15 +135,16 @@ def _data(deb: Deb, staging: Path) -> tuple[list[str], list[Entry]]:
     return listed, entries
 
 
-def _entry(archive: tarfile.TarFile, member: tarfile.TarInfo, path: str, target: Path) -> Entry | None:
-    """The tree entry for one data tar member (None for a kind a layer cannot hold); a file's
-    bytes are copied to ``target``."""
+def _entry(archive: tarfile.TarFile, member: tarfile.TarInfo, path: str, target: Path,
+           budget: _Budget) -> Entry | None:
+    """The tree entry for one data tar member (None for a kind a layer cannot hold); a small
+    file's bytes stay in memory while the budget lasts, others are copied to ``target``."""
     common: dict[str, Any] = dict(mode=member.mode, uid=member.uid, gid=member.gid)
     if member.isdir():
         return Entry(path, DIR, **common)
     if member.isfile():
         with archive.extractfile(member) as source:  # type: ignore[union-attr]
-            if member.size < IN_MEMORY:
+            if member.size < IN_MEMORY and budget.take(member.size):
                 return Entry(path, FILE, size=member.size, data=source.read(), **common)
             target.parent.mkdir(parents=True, exist_ok=True)
             with open(target, "wb") as out:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import lzma
 import tarfile
 import zipfile
 from pathlib import Path
@@ -160,7 +161,8 @@ def _member_chunks(entry: Entry, label: str, archive: OpenArchive) -> Iterator[b
             yield from _exactly(handle, entry, changed)
     except SourceChanged:
         raise
-    except (OSError, KeyError, zipfile.BadZipFile) as exc:
+    except (OSError, KeyError, EOFError, zipfile.BadZipFile, lzma.LZMAError, RuntimeError,
+            NotImplementedError) as exc:  # zipfile's own errors for bzip2, lzma, encrypted members
         raise DreamError(f"{_layer(label)}cannot read {entry.member} of {entry.source}: {exc}") from None
 
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from dream.download_cache import cache_dir
 from dream.errors import DreamError
+from dream.oci.compress import usable_cores
 from dream.oci.tree import FILE, Entry, Tree
 
 WORKER = Path(__file__).with_name("bytecode_worker.py")
@@ -42,7 +43,7 @@ _WARN_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
-class Source:
+class Module:
     """A module to compile: its image path, and the wheel member holding its bytes."""
 
     image_path: str
@@ -129,7 +130,7 @@ def compiler_key(version: str) -> str:
     return found[1] if found else "none"
 
 
-def add_bytecode(tree: Tree, sources: list[Source], version: str, scratch: Path, label: str) -> None:
+def add_bytecode(tree: Tree, sources: list[Module], version: str, scratch: Path, label: str) -> None:
     """Compile ``sources`` and add each ``__pycache__/<name>.<tag>.pyc`` to ``tree``. A module
     that does not compile (Python 2 test data in some wheels) gets none, as with pip."""
     found = compiler(version)
@@ -151,27 +152,32 @@ def _run_workers(python: str, jobs: list[list[str]], label: str, scratch: Path,
     """Run the worker over ``jobs`` in ``processes`` processes at once (default: one per core,
     and one per 200 modules at most); the split never changes a file's bytes (each file is
     compiled alone). Returns (pyc image path, file written)."""
-    count = processes or max(1, min(len(os.sched_getaffinity(0)), len(jobs) // 200))
+    count = processes or max(1, min(usable_cores(), len(jobs) // 200))
     scratch.mkdir(parents=True, exist_ok=True)
+    # Not -I: it would ignore PYTHONHASHSEED, which Pythons before 3.11 need for the order of
+    # frozenset constants. The environment is this one only, -s keeps user site-packages out,
+    # and the worker runs as -c from an empty directory, so nothing shadows the stdlib.
     env = {"PYTHONHASHSEED": "0", "PATH": os.environ.get("PATH", ""), "LC_ALL": "C.UTF-8"}
+    command = [python, "-s", "-B", "-W", "ignore", "-c", WORKER.read_text()]
     running = []
     try:
         for index in range(count):
             orders, results = scratch / f"jobs-{index}.json", scratch / f"written-{index}.json"
+            errors = scratch / f"errors-{index}.txt"
             orders.write_text(json.dumps(jobs[index::count]))
-            running.append((subprocess.Popen([python, "-I", "-B", str(WORKER), str(orders), str(results)],
-                                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                             stderr=subprocess.PIPE, env=env), results))
+            with open(errors, "wb") as stderr:  # a file, not a pipe: no worker waits on a reader
+                running.append((subprocess.Popen([*command, str(orders), str(results)], cwd=scratch,
+                                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                                 stderr=stderr, env=env), results, errors))
         written: list[tuple[str, str]] = []
-        for worker, results in running:
-            _, stderr = worker.communicate()
-            if worker.returncode != 0:
-                last = (stderr.decode(errors="replace").strip().splitlines() or ["(no output)"])[-1]
-                raise DreamError(f"layer {label}: compiling bytecode failed: {last}")
+        for worker, results, errors in running:
+            if worker.wait() != 0:
+                lines = errors.read_text(errors="replace").strip().splitlines() or ["(no output)"]
+                raise DreamError(f"layer {label}: compiling bytecode failed: {lines[-1]}")
             written += [(image, file) for image, file in json.loads(results.read_text())]
         return written
     finally:
-        for worker, _ in running:
+        for worker, _, _ in running:
             if worker.poll() is None:
                 worker.kill()
                 worker.wait()

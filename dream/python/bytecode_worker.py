@@ -1,6 +1,6 @@
 """Compile modules read from wheels into unchecked-hash pycs; run by `dream.python.bytecode`
 under an interpreter of the image's Python version (which need not have dream installed, so
-this file uses the standard library only and is run as a script).
+this file uses the standard library only; its source is run with ``-c``).
 
 Arguments: a JSON file listing [wheel path, member, image path of the .py, output file of the
 .py's place], and the file to write the result to: a JSON list of [image path of the pyc, file
@@ -20,7 +20,7 @@ from importlib._bootstrap_external import _code_to_hash_pyc  # type: ignore[attr
 def main() -> None:
     with open(sys.argv[1], encoding="utf-8") as orders:
         jobs = json.load(orders)
-    archives: dict = {}
+    archives: dict[str, zipfile.ZipFile] = {}
     written = []
     for wheel, member, image_path, out in jobs:
         if wheel not in archives:

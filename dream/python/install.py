@@ -34,21 +34,22 @@ from installer.utils import Scheme
 
 from dream.errors import DreamError
 from dream.oci.tree import FILE, Entry, Tree
-from dream.python.bytecode import Source
+from dream.python.bytecode import Module
 from dream.python.resolve import Wheel
 from dream.python.target import PythonTarget
 
 INSTALLER_NAME = b"dream\n"
 
 
-def install_into(tree: Tree, path: Path, wheel: Wheel, target: PythonTarget) -> list[Source]:
+def install_into(tree: Tree, path: Path, wheel: Wheel, target: PythonTarget) -> list[Module]:
     """Add what installing the wheel file ``path`` into the image puts on its disk to ``tree``;
     return the modules it installs into site-packages (to compile, `dream.python.bytecode`)."""
     try:
         with WheelFile.open(path) as source:
             destination = TreeDestination(tree, path, wheel, _known_members(source, path), target)
             install(source, destination, additional_metadata={"INSTALLER": INSTALLER_NAME})
-    except (ValueError, KeyError, zipfile.BadZipFile) as exc:  # installer's "bad wheel" errors
+    except (ValueError, KeyError, zipfile.BadZipFile, RuntimeError, NotImplementedError) as exc:
+        # installer's "bad wheel" errors; zipfile's for an encrypted member or an unknown method
         raise DreamError(f"cannot install {wheel.filename}: {exc}") from None
     return destination.modules
 
@@ -71,11 +72,15 @@ class TreeDestination(SchemeDictionaryDestination):
 
     def __init__(self, tree: Tree, wheel_path: Path, wheel: Wheel,
                  known: dict[str, tuple[str, int]], target: PythonTarget) -> None:
-        super().__init__(target.scheme(), interpreter=target.interpreter, script_kind="posix",
+        scheme = target.scheme()
+        # headers go to include/pythonX.Y/<distribution>/, as pip puts them (and as
+        # `dream.python.wheels.install_paths` expects when it computes a lock's ``drop``)
+        scheme["headers"] = f"{scheme['headers']}/{wheel.filename.split('-', 1)[0]}"
+        super().__init__(scheme, interpreter=target.interpreter, script_kind="posix",
                          bytecode_optimization_levels=())
         self.tree, self.wheel_path, self.wheel, self.known = tree, wheel_path, wheel, known
         self.dropped = set(wheel.drop)
-        self.modules: list[Source] = []
+        self.modules: list[Module] = []
 
     def write_to_fs(self, scheme: Scheme, path: str, stream: BinaryIO, is_executable: bool) -> RecordEntry:
         base = self.scheme_dict[scheme].strip("/")
@@ -100,7 +105,7 @@ class TreeDestination(SchemeDictionaryDestination):
         else:
             self.tree.add(entry)
             if member and scheme in ("purelib", "platlib") and image_path.endswith(".py"):
-                self.modules.append(Source(image_path, self.wheel_path, member))
+                self.modules.append(Module(image_path, self.wheel_path, member))
         digest = base64.urlsafe_b64encode(bytes.fromhex(sha256)).decode().rstrip("=")
         return RecordEntry(path, Hash("sha256", digest), size)
 

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from dream.registry.cache import LayerCache
 
 RECIPE_DIR = "recipes"
+_selected_layers: set[str] | None = None  # the layer tasks this run may execute (None: any)
 RECIPE_CACHE = Path(".dream") / "recipe-cache"  # validated models (dream/recipe/cache.py)
 
 
@@ -57,6 +58,12 @@ def _fetch(store: Store, descriptor: Descriptor) -> None:
     code is imported only when one is fetched, so `doit list` loads no HTTP stack."""
     from dream.registry.fetch import fetch_blob
     fetch_blob(store, descriptor)
+
+
+def select_layers(names: set[str] | None) -> None:
+    """Which layer tasks this run may execute (`dream.project` tells, from doit's selection)."""
+    global _selected_layers
+    _selected_layers = names
 
 
 def load_recipes(root: Path) -> list[Recipe]:
@@ -213,7 +220,17 @@ class ImageJob:
         """Start, once, the downloads of every layer still to build; not with a layer cache,
         which may hold those layers (each layer then fetches its own files, if it builds)."""
         if self.cache is None:
-            self.downloads.start(lambda: [files for job in self.layers if (files := job.planned_downloads(store))])
+            self.downloads.start(lambda: [files for job in self.layers if (files := self._planned(job, store))])
+
+    def _planned(self, job: LayerJob, store: Store) -> Callable[[], list[Download]] | None:
+        """A layer's downloads for the plan: none for a layer this run does not build, and none
+        for one whose key cannot be computed (that layer's own task says why, not this one)."""
+        if _selected_layers is not None and f"layer:{self.recipe.name}/{job.name}" not in _selected_layers:
+            return None
+        try:
+            return job.planned_downloads(store)
+        except (DreamError, OSError):
+            return None
 
     def locks(self) -> dict[str, Any]:
         if self._locks is None:

@@ -20,7 +20,6 @@ pytestmark = pytest.mark.integration
 def built(tmp_path_factory: pytest.TempPathFactory) -> Project:
     """The demo recipe (Debian + python3 + app files) built once for this module."""
     require("apt-get")
-    require("dpkg-deb")
     project = make_project(tmp_path_factory.mktemp("built") / "project")
     project.doit("build:python-app")
     return project

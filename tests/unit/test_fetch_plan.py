@@ -229,3 +229,25 @@ def test_a_run_waiting_for_a_slot_when_stopped_starts_nothing(monkeypatch: pytes
     plan.wait(stub.downloads([ran]))
     with pytest.raises(DreamError, match="^downloads interrupted$"):
         plan.wait(stub.downloads([waited]))
+
+
+def test_only_the_layers_of_the_selected_tasks_are_planned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`doit layer:three/a` (or a build whose other layers are not selected) fetches a's files only."""
+    from types import SimpleNamespace
+
+    from dream import tasks
+    from dream.project import note_selection
+    task = lambda deps=(): SimpleNamespace(task_dep=list(deps), setup_tasks=[])  # noqa: E731
+    dispatcher = SimpleNamespace(selected_tasks=["layer:three/a"], tasks={
+        "layer:three/a": task(), "layer:three/b": task(), "build:three": task(["layer:three/a", "layer:three/b"])})
+    monkeypatch.setattr(tasks, "_selected_layers", None)
+    note_selection(dispatcher)
+    assert tasks._selected_layers == {"layer:three/a"}
+    stub = StubDownloader()
+    image = image_with_stub(tmp_path, monkeypatch, stub)
+    stub.gate.set()
+    image.layers[0].build()
+    assert stub.fetched() == sorted(FILES["a"])
+    dispatcher.selected_tasks = ["build:three"]
+    note_selection(dispatcher)
+    assert tasks._selected_layers == {"layer:three/a", "layer:three/b"}

@@ -52,7 +52,7 @@ def test_a_download_child_dies_with_its_parent(tmp_path: Path) -> None:
     marker = tmp_path / "child.pid"
     parent = subprocess.Popen([sys.executable, "-c", (
         "import subprocess, sys; from dream.download_cache import die_with_parent\n"
-        "child = subprocess.Popen(['sleep', '60'], preexec_fn=die_with_parent)\n"
+        "child = subprocess.Popen(['sleep', '60'], preexec_fn=die_with_parent())\n"
         f"open({str(marker)!r}, 'w').write(str(child.pid))\n"
         "import time; time.sleep(60)\n")], cwd=REPO)
     deadline = time.time() + 20

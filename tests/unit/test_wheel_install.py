@@ -31,7 +31,7 @@ def _hash(data: bytes) -> str:
 
 
 def make_wheel(directory: Path, name: str = "pkg", files: dict[str, bytes] | None = None,
-               lie_about: str = "") -> Path:
+               lie_about: str = "", method: int = zipfile.ZIP_DEFLATED) -> Path:
     """A wheel with modules, a console script, a .data script and header; ``lie_about`` names a
     member whose RECORD hash is wrong."""
     files = files if files is not None else {
@@ -53,7 +53,7 @@ def make_wheel(directory: Path, name: str = "pkg", files: dict[str, bytes] | Non
         for member, data in everything.items():
             info_ = zipfile.ZipInfo(member, (2020, 1, 1, 0, 0, 0))
             info_.external_attr = (0o100755 if member.endswith("tool") else 0o100644) << 16
-            archive.writestr(info_, data, zipfile.ZIP_DEFLATED)
+            archive.writestr(info_, data, method)
         archive.writestr(f"{info}/RECORD", record)
     return path
 
@@ -72,7 +72,8 @@ def installed_on_disk(path: Path, root: Path, wheel: Wheel) -> Tree:
     from installer import install
     from installer.destinations import SchemeDictionaryDestination
     from installer.sources import WheelFile
-    destination = SchemeDictionaryDestination(TARGET.scheme(), interpreter=TARGET.interpreter,
+    scheme = {**TARGET.scheme(), "headers": f"{TARGET.scheme()['headers']}/{wheel.filename.split('-')[0]}"}
+    destination = SchemeDictionaryDestination(scheme, interpreter=TARGET.interpreter,  # pip's headers
                                               script_kind="posix", destdir=str(root))
     with WheelFile.open(path) as source:
         install(source, destination, additional_metadata={"INSTALLER": INSTALLER_NAME})
@@ -95,10 +96,32 @@ def test_the_streamed_tree_is_the_tar_that_unpacking_to_disk_made(tmp_path: Path
     assert entry is not None and entry.member == "pkg/lib.so" and entry.data is None  # not read
     assert streamed.get("usr/local/bin/tool").mode == 0o755  # type: ignore[union-attr]
     assert streamed.get("usr/local/bin/pkg-cli") is not None
+    assert streamed.get(f"usr/local/include/python{TARGET.version}/pkg/pkg.h") is not None  # as pip
     record = streamed.get(f"{site}/pkg-1.0.dist-info/RECORD")
     assert record is not None and record.data is not None and b"pkg/sub/mod.py," in record.data
     assert sorted(m.member for m in modules) == sorted(
         m for m in ("pkg/__init__.py", "pkg/sub/mod.py") if f"{site}/{m}" not in wheel.drop)
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
+def test_members_stored_or_compressed_another_way_stream_the_same_bytes(tmp_path: Path, method: int) -> None:
+    path = make_wheel(tmp_path, method=method)
+    streamed = Tree("test/layer")
+    install_into(streamed, path, wheel_of(path), TARGET)
+    assert tar_of(streamed) == tar_of(installed_on_disk(path, tmp_path / "root", wheel_of(path)))
+
+
+def test_a_damaged_member_is_one_line_naming_it(tmp_path: Path) -> None:
+    path = make_wheel(tmp_path, method=zipfile.ZIP_BZIP2)
+    data = bytearray(path.read_bytes())
+    start = data.index(b"BZh")  # the first bzip2 stream: the first member's data
+    data[start + 10:start + 30] = bytes(20)
+    path.write_bytes(bytes(data))
+    tree = Tree("test/layer")
+    install_into(tree, path, wheel_of(path), TARGET)
+    with pytest.raises(DreamError) as caught:
+        tar_of(tree)
+    assert "\n" not in str(caught.value) and path.name in str(caught.value)
 
 
 def test_a_member_that_is_not_what_its_record_says_stops_the_layer(tmp_path: Path) -> None:
@@ -190,3 +213,26 @@ def test_the_interpreter_is_asked_once_and_remembered(tmp_path: Path, monkeypatc
     again = bytecode._identity(sys.executable, version)
     assert first == again == f"CPython {sys.version.split()[0]}" and len(asked) == 1
     assert bytecode._identity(sys.executable, "3.1") is None  # another version: not this one
+
+
+def _interpreters() -> list[str]:
+    """Every Python 3.8–3.13 this machine has (at least the one running the tests)."""
+    return [v for v in (f"3.{minor}" for minor in range(8, 14)) if bytecode.compiler(v) is not None]
+
+
+def test_set_constants_compile_to_the_same_bytes_on_every_python_at_hand(tmp_path: Path) -> None:
+    """Before 3.11 a frozenset constant is marshalled in hash order: the workers' fixed
+    PYTHONHASHSEED is what makes three runs agree."""
+    versions = _interpreters()
+    assert "%d.%d" % sys.version_info[:2] in versions
+    path = make_wheel(tmp_path, files=MODULES)
+    sources = install_into(Tree(), path, wheel_of(path), TARGET)
+    for version in versions:
+        python = bytecode.compiler(version)[0]  # type: ignore[index]
+        runs = []
+        for run in range(3):
+            scratch = tmp_path / f"{version}-{run}"
+            jobs = [[str(s.wheel), s.member, "/" + s.image_path, str(scratch / s.image_path)] for s in sources]
+            written = bytecode._run_workers(python, jobs, "t", scratch / "jobs", 1)
+            runs.append(sorted((Path(image).name, Path(file).read_bytes()) for image, file in written))
+        assert runs[0] == runs[1] == runs[2] and len(runs[0]) == 12, version
