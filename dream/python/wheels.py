@@ -38,31 +38,44 @@ def downloads(wheels: list[Wheel], target: PythonTarget) -> list[Download]:
 
 
 def _download(wheels: list[Wheel], target: PythonTarget, root: Path | None) -> None:
+    """Fetch ``wheels`` into the cache: straight from the index where it can
+    (`dream.python.direct`), through pip for the rest."""
+    from dream.python.direct import fetch_direct  # an HTTP client: only when downloading
     with download_scratch((root or cache_dir()) / "wheels") as base:
-        (base / "requirements.txt").write_text(
-            "".join(f"{w.name}=={w.version} --hash=sha256:{w.sha256}\n" for w in wheels))
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-                   *(arg for tag in target.platforms() for arg in ("--platform", tag)),
-                   "--python-version", target.version,
-                   "--implementation", "cp", "--abi", target.abi, "--abi", "abi3", "--abi", "none",
-                   "--require-hashes", "-r", str(base / "requirements.txt"),
-                   "--dest", str(base / "out"), "--quiet", "--progress-bar", "off"]
-        (base / "tmp").mkdir()
-        run = run_download(command, env={**os.environ, "TMPDIR": str(base / "tmp")})
-        if run.returncode != 0:
-            detail = " ".join(line.strip() for line in run.stderr.strip().splitlines()[-4:])
-            raise DreamError(f"pip could not download the locked wheels: {detail} (a pinned wheel "
-                             "gone from the index moves with `doit lock:<image> --upgrade-package NAME`)")
-        by_hash = {w.sha256: w for w in wheels}
-        for path in (base / "out").iterdir():
-            wheel = by_hash.pop(file_sha256(path), None)
-            if wheel is None or path.name != wheel.filename:
-                raise DreamError(f"pip downloaded {path.name}, which the lock does not name "
-                                 "with this sha256; run `doit lock:<image>` again")
-            _move_into_cache(path, cached_path(wheel, root))
-        if by_hash:
-            names = ", ".join(w.filename for w in by_hash.values())
-            raise DreamError(f"pip did not download {names}")
+        left = fetch_direct(wheels, base / "direct")
+        for wheel in wheels:
+            if wheel not in left:
+                _move_into_cache(base / "direct" / wheel.sha256 / wheel.filename, cached_path(wheel, root))
+        if left:
+            _pip_download(left, target, root, base)
+
+
+def _pip_download(wheels: list[Wheel], target: PythonTarget, root: Path | None, base: Path) -> None:
+    """The wheels through `pip download` (the machine's index settings, checked hashes)."""
+    (base / "requirements.txt").write_text(
+        "".join(f"{w.name}=={w.version} --hash=sha256:{w.sha256}\n" for w in wheels))
+    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
+               *(arg for tag in target.platforms() for arg in ("--platform", tag)),
+               "--python-version", target.version,
+               "--implementation", "cp", "--abi", target.abi, "--abi", "abi3", "--abi", "none",
+               "--require-hashes", "-r", str(base / "requirements.txt"),
+               "--dest", str(base / "out"), "--quiet", "--progress-bar", "off"]
+    (base / "tmp").mkdir()
+    run = run_download(command, env={**os.environ, "TMPDIR": str(base / "tmp")})
+    if run.returncode != 0:
+        detail = " ".join(line.strip() for line in run.stderr.strip().splitlines()[-4:])
+        raise DreamError(f"pip could not download the locked wheels: {detail} (a pinned wheel "
+                         "gone from the index moves with `doit lock:<image> --upgrade-package NAME`)")
+    by_hash = {w.sha256: w for w in wheels}
+    for path in (base / "out").iterdir():
+        wheel = by_hash.pop(file_sha256(path), None)
+        if wheel is None or path.name != wheel.filename:
+            raise DreamError(f"pip downloaded {path.name}, which the lock does not name "
+                             "with this sha256; run `doit lock:<image>` again")
+        _move_into_cache(path, cached_path(wheel, root))
+    if by_hash:
+        names = ", ".join(w.filename for w in by_hash.values())
+        raise DreamError(f"pip did not download {names}")
 
 
 def _move_into_cache(path: Path, destination: Path) -> None:
