@@ -154,12 +154,16 @@ CUDA_COMPONENTS = (
 MIN_LAYER_SIZE = {"type": "integer", "min": 0, "default": 16_000_000,
                   **doc("Wheels at least this big (bytes, as downloaded) get a layer of their own.",
                          16_000_000)}
-SMALL_LAYER_SIZE = {"type": "integer", "min": 0, "default": 4_000_000,
-                    **doc("The wheels under `min_layer_size` share one layer, the top one, while "
-                           "together they stay within this many bytes (as downloaded); taken "
-                           "smallest first, the bigger ones that do not fit get layers of their "
-                           "own. So an everyday change to a small requirement rebuilds and "
-                           "re-pushes a few MB, however big the image.", 4_000_000)}
+SMALL_LAYER_WORDS = ("The wheels under `min_layer_size` share one layer, the top one, while together "
+                     "they stay within this many bytes (as downloaded); taken smallest first, the "
+                     "bigger ones that do not fit get layers of their own.")
+SMALL_LAYER_SIZE = {"type": "integer", "min": 0, "default": 2_000_000,
+                    **doc(SMALL_LAYER_WORDS + " So an everyday change to a small requirement "
+                          "rebuilds and re-pushes a few MB, however big the image (its bytecode "
+                          "comes on top: about as much again).", 2_000_000)}
+CUDA_SMALL_LAYER_SIZE = {"type": "integer", "min": 0, "default": 16_000_000,
+                         **doc(SMALL_LAYER_WORDS + " A CUDA release changes its components "
+                               "together, so by default they all share it.", 16_000_000)}
 
 CUDA_VERSION_WORDS = ("must be a CUDA version such as 12, 12.8 or 12.8.1 (12 or newer), "
                       "or `python` to follow the CUDA that the python layers' requirements pin")
@@ -213,7 +217,7 @@ CUDA_LAYER = {
                             "framework's: exact (`cublas: \"12.8.4.1\"`) or a prefix (`cudnn: \"9.10\"`, "
                             "the newest 9.10 release).")},
         "min_layer_size": MIN_LAYER_SIZE,
-        "small_layer_size": SMALL_LAYER_SIZE,
+        "small_layer_size": CUDA_SMALL_LAYER_SIZE,
     },
 }
 
