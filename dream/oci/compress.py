@@ -1,9 +1,9 @@
 """Pinned, deterministic layer compressors.
 
-gzip is ISA-L at level 1, written as **parallel members**: the tar stream is cut every
-`MEMBER` (1 MiB) uncompressed bytes and each piece becomes one complete gzip member (mtime 0,
-OS 255, as before), compressed in the process-wide `shared_pool`; the members are concatenated
-in order. Concatenated members are one valid gzip file (RFC 1952 §2.2) and a valid OCI layer:
+gzip is ISA-L at level 1, written as **members**: the tar stream is cut every `MEMBER` (1 MiB)
+uncompressed bytes and each piece becomes one complete gzip member (mtime 0, OS 255, as
+before), compressed in the process-wide `shared_pool` (one thread: see there); the members are
+concatenated in order. Concatenated members are one valid gzip file (RFC 1952 §2.2) and a valid OCI layer:
 Go's compress/gzip (Docker, containerd, skopeo, umoci), Python's gzip and isal's igzip read
 them as one stream. The bytes depend only on the tar and `MEMBER`, never on the thread count or
 timing.
@@ -12,17 +12,18 @@ timing.
 larger than one ISA-L stream (each member restarts the 32 KiB window and adds 18 bytes of
 header and trailer); 256 KiB costs 0.1 %, 2–8 MiB save nothing worth their memory and give
 small layers fewer members to spread over the cores, and 1 MiB is what the tar writer reads.
-Compression then scales with the cores; what stays serial is the two sha256s and the blob
-write, each in a thread of its own (`dream.oci.layer`). On 2 shared vCPUs under load the
-cuBLAS layer went from 0.51 to 0.62–0.70 of one core's ISA-L speed (same run), at 1.07× the
-CPU seconds of the one-stream writer: the rest is the cores the machine leaves free.
+Compression runs in its own thread beside the two sha256s and the blob write (each a thread of
+its own, `dream.oci.layer`), so the layer's producer never waits for them. Members would let
+compression use every core, but ISA-L in two threads at once is not reliably deterministic
+(`shared_pool`), so one thread compresses for every layer of the process.
 
 zstd is level 3 in zstd's own multi-threaded mode, one stream, whose output does not depend
 on the thread count; it goes through the same pipeline, so its hashing and writing no longer
 sit in the calling thread (same bytes as before). Measured on the same tar and machine: zstd
 alone 203 MB/s, the layer 115 MB/s before and 125 MB/s now, at 1.8× zstd's CPU seconds: zstd
-level 3 costs 1.7× ISA-L's CPU, so on few cores it is zstd, not the hashing, that limits. Library versions and `MEMBER` are part of every layer's input key, so
-an upgrade or a new member size rebuilds layers instead of silently changing digests.
+level 3 costs 1.7× ISA-L's CPU, so on few cores it is zstd, not the hashing, that limits.
+Library versions and `MEMBER` are part of every layer's input key, so an upgrade or a new
+member size rebuilds layers instead of silently changing digests.
 """
 
 from __future__ import annotations
@@ -116,15 +117,19 @@ _pool_lock = threading.Lock()
 
 
 def shared_pool() -> Executor:
-    """The one compression pool of this process, sized to the usable cores.
+    """The one compression thread of this process, shared by every layer written at once.
 
-    Shared by every layer written at once (doit runs layer tasks in threads), so N layers do
-    not start N × cores compressing threads. Created on first use; its idle threads end with
-    the interpreter."""
+    One, not one per core: ISA-L compressing in two threads of one process at the same time
+    gave, rarely, other (valid) bytes for the same input: one 1 MiB member of the Debian layer
+    in about eight gpu-image builds, one in about 33,000 compressions in a threaded stress test,
+    none in about 72,000 in single-threaded processes. A digest that changes from build to
+    build is worse than a slower build, so ISA-L compresses one member at a time here, while
+    the tar, inflating, hashing and writing of every layer go on in their own threads. Created
+    on first use; its idle thread ends with the interpreter."""
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(usable_cores(), thread_name_prefix="dream-compress")
+            _pool = ThreadPoolExecutor(1, thread_name_prefix="dream-compress")
         return _pool
 
 

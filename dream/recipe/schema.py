@@ -369,7 +369,7 @@ IMAGE = {
                          "after. `DREAM_LAYER_CACHE` overrides it (`DREAM_LAYER_CACHE=off` turns it off).")},
         "compression": {"type": "string", "allowed": ["gzip", "zstd"], "default": "gzip",
                         **doc("Layer compression: gzip (ISA-L, level 1, written as independent "
-                               "1 MiB members compressed on every core: still one valid gzip "
+                               "1 MiB members: still one valid gzip "
                                "file) reads everywhere; zstd (level 3) is smaller and needs "
                                "Docker ≥ 23.", "gzip")},
     },
