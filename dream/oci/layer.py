@@ -57,7 +57,8 @@ def tree_size(tree: Tree) -> int:
 
 
 def depth() -> int:
-    """Pieces allowed to wait at each stage: enough to keep every pool thread busy."""
+    """Pieces allowed to wait at each stage: enough to keep the compressing thread and the
+    other stages busy while the tar producer runs ahead."""
     return usable_cores() + 2
 
 

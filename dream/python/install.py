@@ -45,8 +45,9 @@ def install_into(tree: Tree, path: Path, wheel: Wheel, target: PythonTarget) -> 
     """Add what installing the wheel file ``path`` into the image puts on its disk to ``tree``;
     return the modules it installs into site-packages (to compile, `dream.python.bytecode`)."""
     try:
-        with WheelFile.open(path) as source:
-            destination = TreeDestination(tree, path, wheel, _known_members(source, path), target)
+        with zipfile.ZipFile(path) as archive:  # one read of the central directory for both
+            source = WheelFile(archive)
+            destination = TreeDestination(tree, path, wheel, _known_members(source, archive), target)
             install(source, destination, additional_metadata={"INSTALLER": INSTALLER_NAME})
     except (ValueError, KeyError, zipfile.BadZipFile, RuntimeError, NotImplementedError) as exc:
         # installer's "bad wheel" errors; zipfile's for an encrypted member or an unknown method
@@ -54,11 +55,10 @@ def install_into(tree: Tree, path: Path, wheel: Wheel, target: PythonTarget) -> 
     return destination.modules
 
 
-def _known_members(source: WheelFile, path: Path) -> dict[str, tuple[str, int]]:
+def _known_members(source: WheelFile, archive: zipfile.ZipFile) -> dict[str, tuple[str, int]]:
     """member name → (hex sha256, size) for the members whose RECORD row has a sha256 and
     whose size in the zip is the size RECORD gives (the zip's own size is what is read)."""
-    with zipfile.ZipFile(path) as archive:
-        sizes = {info.filename: info.file_size for info in archive.infolist()}
+    sizes = {info.filename: info.file_size for info in archive.infolist()}
     out = {}
     for name, hash_text, size in parse_record_file(source.read_dist_info("RECORD").splitlines()):
         algorithm, _, value = hash_text.partition("=")
@@ -117,5 +117,3 @@ class TreeDestination(SchemeDictionaryDestination):
             self.interpreter, self.script_kind)
         with io.BytesIO(data) as stream:
             return self.write_to_fs(Scheme("scripts"), script_name, stream, is_executable=True)
-
-

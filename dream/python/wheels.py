@@ -1,5 +1,6 @@
-"""Locked wheels on disk: fetched through pip (the machine's index settings), checked against
-the lock's sha256 and cached by hash; `dream.python.install` installs them into a layer.
+"""Locked wheels on disk: fetched straight from the machine's indexes (`dream.python.direct`)
+or through pip, checked against the lock's sha256 and cached by hash; `dream.python.install`
+installs them into a layer.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-
 from dream.download_cache import cache_dir, download_scratch
 from dream.errors import DreamError
 from dream.fetch_plan import Download, Source, run_download
@@ -17,12 +17,13 @@ from dream.python.resolve import Wheel
 from dream.python.target import PythonTarget
 from dream.store.layout import file_sha256
 
+
 def cached_path(wheel: Wheel, root: Path | None = None) -> Path:
     return (root or cache_dir()) / "wheels" / wheel.sha256 / wheel.filename
 
 
 def fetch(wheels: list[Wheel], target: PythonTarget, root: Path | None = None) -> dict[str, Path]:
-    """Paths of the verified wheel files, by sha256; missing ones are downloaded in one pip run."""
+    """Paths of the verified wheel files, by sha256; missing ones are downloaded (`_download`)."""
     missing = [w for w in wheels if not cached_path(w, root).is_file()]
     if missing:
         _download(missing, target, root)
