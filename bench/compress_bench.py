@@ -43,7 +43,7 @@ import isal  # noqa: E402
 import zstandard  # noqa: E402
 from isal import isal_zlib  # noqa: E402
 
-from dream.oci.compress import CODECS, MEMBER, cut, gzip_member, usable_cores  # noqa: E402
+from dream.oci.compress import CODECS, MEMBER, gzip_member, usable_cores  # noqa: E402
 from dream.oci.layer import build_layer  # noqa: E402
 from dream.oci.tar import tar_chunks  # noqa: E402
 from dream.oci.tree import FILE, Entry, Tree  # noqa: E402

@@ -2,8 +2,8 @@
 
 gzip is ISA-L at level 1, written as **members**: the tar stream is cut every `MEMBER` (1 MiB)
 uncompressed bytes and each piece becomes one complete gzip member (mtime 0, OS 255, as
-before), compressed in the process-wide `shared_pool` (one thread: see there); the members are
-concatenated in order. Concatenated members are one valid gzip file (RFC 1952 §2.2) and a valid OCI layer:
+before), compressed twice in the process-wide `shared_pool` (a thread a core) and kept where
+the two agree (`agreed_member`); the members are concatenated in order. Concatenated members are one valid gzip file (RFC 1952 §2.2) and a valid OCI layer:
 Go's compress/gzip (Docker, containerd, skopeo, umoci), Python's gzip and isal's igzip read
 them as one stream. The bytes depend only on the tar and `MEMBER`, never on the thread count or
 timing.
@@ -13,9 +13,9 @@ larger than one ISA-L stream (each member restarts the 32 KiB window and adds 18
 header and trailer); 256 KiB costs 0.1 %, 2–8 MiB save nothing worth their memory and give
 small layers fewer members to spread over the cores, and 1 MiB is what the tar writer reads.
 Compression runs in its own thread beside the two sha256s and the blob write (each a thread of
-its own, `dream.oci.layer`), so the layer's producer never waits for them. Members would let
-compression use every core, but ISA-L in two threads at once is not reliably deterministic
-(`shared_pool`), so one thread compresses for every layer of the process.
+its own, `dream.oci.layer`), so the layer's producer never waits for them; members let
+compression use every core. ISA-L alone is not reliably deterministic (`agreed_member`), so
+every member is compressed twice: half the throughput, the same bytes every build.
 
 zstd is level 3 in zstd's own multi-threaded mode, one stream, whose output does not depend
 on the thread count; it goes through the same pipeline, so its hashing and writing no longer
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO, Iterable, Iterator, Protocol, cast
 
@@ -81,6 +81,49 @@ def gzip_member(data: bytes) -> bytes:
     return isal_zlib.compress(data, 1, 31)
 
 
+VOTES = 2  # equal compressions of a member needed before its bytes are used
+ATTEMPTS = 6  # compressions of one member before the layer fails
+_disagreements = 0
+
+
+class CompressorDisagrees(RuntimeError):
+    """No two of `ATTEMPTS` compressions of one member gave the same bytes."""
+
+
+def agreed_member(data: bytes, first: Future[bytes], second: Future[bytes]) -> bytes:
+    """The bytes that two compressions of ``data`` agree on: ``first`` and ``second`` (two
+    tasks of the pool, so usually two threads on two cores), then more in this thread until
+    some result has `VOTES`.
+
+    ISA-L does not promise the same bytes for the same input (intel/isa-l#140), and in a busy
+    build process it did not always give them: about one 1 MiB member in ten thousand came
+    out other, valid bytes (the first block's Huffman header differing), which changed a
+    layer's digest in one gpu-image build of four, and the golden test in CI. Compressing
+    that member again, alone, always gave the usual bytes, as did every quiet loop over the
+    whole layer, and two compressions one after the other in one thread once agreed on the
+    odd bytes, so the two votes come from two tasks. The second compression is one more
+    ISA-L pass (about 2 ms a MiB of one core); a digest that differs between two builds of
+    one lock costs a re-push and the promise of reproducible images."""
+    global _disagreements
+    outputs = [first.result(), second.result()]
+    while True:
+        for out in outputs:
+            if outputs.count(out) >= VOTES:
+                if len(outputs) > VOTES:
+                    with _pool_lock:
+                        _disagreements += 1
+                return out
+        if len(outputs) == ATTEMPTS:
+            raise CompressorDisagrees(f"gzip: ISA-L gave {len(set(outputs))} different results in "
+                                      f"{ATTEMPTS} compressions of one {len(data):,}-byte member")
+        outputs.append(gzip_member(data))
+
+
+def disagreements() -> int:
+    """Members of this process whose first two compressions differed (see `agreed_member`)."""
+    return _disagreements
+
+
 def cut(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
     """``chunks`` re-cut at every ``size`` bytes of the stream: pieces of exactly ``size``,
     the last one shorter, none empty. Where members start must not depend on how the tar
@@ -117,19 +160,13 @@ _pool_lock = threading.Lock()
 
 
 def shared_pool() -> Executor:
-    """The one compression thread of this process, shared by every layer written at once.
-
-    One, not one per core: ISA-L compressing in two threads of one process at the same time
-    gave, rarely, other (valid) bytes for the same input: one 1 MiB member of the Debian layer
-    in about eight gpu-image builds, one in about 33,000 compressions in a threaded stress test,
-    none in about 72,000 in single-threaded processes. A digest that changes from build to
-    build is worse than a slower build, so ISA-L compresses one member at a time here, while
-    the tar, inflating, hashing and writing of every layer go on in their own threads. Created
-    on first use; its idle thread ends with the interpreter."""
+    """The compressing threads of this process (one a core), shared by every layer written at
+    once. Each member is compressed twice in it (`agreed_member`). Created on first use; its
+    idle threads end with the interpreter."""
     global _pool
     with _pool_lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(1, thread_name_prefix="dream-compress")
+            _pool = ThreadPoolExecutor(usable_cores(), thread_name_prefix="dream-compress")
         return _pool
 
 

@@ -4,8 +4,9 @@ The uncompressed bytes are hashed for the diff_id and never stored; the compress
 hashed as they are written, so the blob's digest is known the moment it lands in the store.
 
 The pass is a pipeline, so that no stage waits for another: the calling thread reads the tar
-and cuts it into members; they are compressed in the shared pool
-(`dream.oci.compress.shared_pool`); the diff_id sha256 and the blob write (its sha256 and the
+and cuts it into members; each is compressed twice in the shared pool
+(`dream.oci.compress.shared_pool`) and the blob gets the bytes both agree on
+(`dream.oci.compress.agreed_member`); the diff_id sha256 and the blob write (its sha256 and the
 file write) each run in an ordered thread of their own, since both must see the bytes in
 order. zstd has no members: its compressor, threaded inside, is called in order in the blob
 writer's thread. At most `depth` pieces wait at each stage, so memory stays bounded (at most
@@ -30,7 +31,7 @@ from functools import partial
 from typing import Callable, Generic, Iterable, TypeVar
 
 from dream.oci.blobs import BlobSink, BlobWriter
-from dream.oci.compress import Codec, cut, gzip_member, shared_pool, usable_cores
+from dream.oci.compress import Codec, agreed_member, cut, gzip_member, shared_pool, usable_cores
 from dream.oci.descriptor import Descriptor
 from dream.oci.tar import tar_chunks
 from dream.oci.tree import Tree
@@ -75,8 +76,8 @@ def encode(chunks: Iterable[bytes], codec: Codec, blob: BlobWriter,
             executor = pool or shared_pool()
             for piece in cut(chunks, codec.member):
                 hasher.put(piece)
-                started.append(executor.submit(gzip_member, piece))
-                writer.put(started[-1].result)
+                started += (executor.submit(gzip_member, piece), executor.submit(gzip_member, piece))
+                writer.put(partial(agreed_member, piece, started[-2], started[-1]))
                 while started and started[0].done():  # kept only to be cancelled
                     started.popleft()
                 if progress:

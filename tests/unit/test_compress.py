@@ -11,7 +11,7 @@ import subprocess
 import threading
 import zlib
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import isal
@@ -20,7 +20,8 @@ import zstandard
 
 from dream.errors import DreamError
 from dream.oci import layer as layer_module
-from dream.oci.compress import CODECS, MEMBER, Codec, cut
+from dream.oci import compress as compress_module
+from dream.oci.compress import CODECS, MEMBER, Codec, CompressorDisagrees, agreed_member, cut
 from dream.oci.layer import build_layer, encode
 from dream.oci.tar import SourceChanged, tar_chunks
 from dream.oci.tree import FILE, Entry, Tree
@@ -269,3 +270,52 @@ def test_an_interrupt_sent_to_a_layer_thread_unwinds_it(tmp_path: Path) -> None:
     assert not thread.is_alive() and outcome == ["interrupted"]
     nothing_in(store)
     assert no_stage_threads()
+
+
+def done(value: bytes) -> Future[bytes]:
+    future: Future[bytes] = Future()
+    future.set_result(value)
+    return future
+
+
+def test_two_compressions_that_differ_are_settled_by_more_until_two_agree(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The odd result of one run (what ISA-L sometimes gives) never reaches the blob."""
+    later = iter([b"odd-again", b"usual"])
+    monkeypatch.setattr(compress_module, "gzip_member", lambda data: next(later))
+    before = compress_module.disagreements()
+    assert agreed_member(b"data", done(b"odd"), done(b"usual")) == b"usual"
+    assert compress_module.disagreements() == before + 1
+
+
+def test_two_equal_compressions_are_used_without_a_third(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compress_module, "gzip_member", lambda data: pytest.fail("compressed a third time"))
+    before = compress_module.disagreements()
+    assert agreed_member(b"data", done(b"same"), done(b"same")) == b"same"
+    assert compress_module.disagreements() == before
+
+
+def test_a_compressor_that_never_agrees_fails_the_layer_without_a_blob(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    count = iter(range(1_000_000))
+    monkeypatch.setattr(compress_module, "gzip_member", lambda data: str(next(count)).encode())
+    monkeypatch.setattr(layer_module, "gzip_member", compress_module.gzip_member)
+    store = Store(tmp_path / "s").init()
+    tree = Tree()
+    tree.add_bytes("f", sample(2 * MEMBER))
+    with pytest.raises(CompressorDisagrees, match="6 different results in 6 compressions"):
+        build_layer(tree, GZIP, 0, store)
+    nothing_in(store)
+    assert no_stage_threads()
+
+
+def test_every_member_is_compressed_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def counted(data: bytes) -> bytes:
+        calls.append(len(data))
+        return zlib.compress(data)
+
+    monkeypatch.setattr(layer_module, "gzip_member", counted)
+    encode(iter([sample(3 * MEMBER + 5)]), GZIP, Memory())
+    assert sorted(calls) == sorted([MEMBER, MEMBER, MEMBER, 5] * 2)
