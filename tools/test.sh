@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up and run dream's test suite on a fresh Debian machine (as root, like CI):
 # installs the real parts the tests use (Docker engine, skopeo, umoci, gcc for a stand-in CUDA
-# driver, Redis for the database preset, ssh-keygen for the sshd preset, distribution's
+# driver, Redis for the database preset, docker-compose for the Compose renderer, ssh-keygen for the sshd preset, distribution's
 # docker-registry for push/pull; honcho, bcrypt and cryptography come with the Python test
 # extras), starts dockerd if it is not running (and stops it again at the end), then
 # runs mypy and pytest in a virtual environment made afresh on every run (no system site packages), so
@@ -14,7 +14,7 @@ export DEBIAN_FRONTEND=noninteractive
 need=()
 for tool in dockerd:docker.io skopeo:skopeo umoci:umoci gcc:gcc redis-server:redis-server \
             ssh-keygen:openssh-client docker-registry:docker-registry \
-            qemu-aarch64-static:qemu-user-static; do
+            qemu-aarch64-static:qemu-user-static docker-compose:docker-compose; do
   command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
 python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)

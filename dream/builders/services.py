@@ -1,8 +1,7 @@
 """`services` layers: dream's supervisor and one deployment's plan, so that ``docker run
 <image>`` starts the deployment with the supervisor as PID 1 (nix2gpu's in-container services).
 
-The supervisor package (standard library only) goes to Debian's version-independent
-``/usr/lib/python3/dist-packages/dream_supervisor``; the plan to
+The supervisor package goes where dream/services/supervisor_files.py says; the plan to
 ``/etc/dream/deployments/<name>.json``. The layer sets the image's ``cmd`` to
 ``python3 -m dream_supervisor <plan>`` (replacing any other), so ``docker run <image> bash``
 still gives a shell, and it exposes the services' ports.
@@ -12,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -21,16 +19,9 @@ from dream.errors import DreamError
 from dream.oci.tree import Tree
 from dream.recipe.model import Deployment, LayerSpec
 from dream.services.plan import build_plan, plan_json
+from dream.services.supervisor_files import PACKAGE_DIR, PACKAGE_PARENTS, supervisor_sources
 
-PACKAGE_DIR = "/usr/lib/python3/dist-packages/dream_supervisor"
 PLAN_DIR = "/etc/dream/deployments"
-
-
-def supervisor_sources() -> dict[str, bytes]:
-    """The supervisor package's modules, by file name."""
-    package = resources.files("dream.supervisor")
-    return {entry.name: entry.read_bytes() for entry in sorted(package.iterdir(), key=lambda e: e.name)
-            if entry.name.endswith(".py")}
 
 
 def chosen_deployment(ctx: BuildContext) -> Deployment:
@@ -59,8 +50,7 @@ class ServicesBuilder(LayerBuilder):
     def tree(self, ctx: BuildContext, scratch: Path | None = None) -> Tree:
         name, plan = self._plan(ctx)
         tree = Tree()
-        for directory in ("/usr/lib/python3", "/usr/lib/python3/dist-packages", PACKAGE_DIR,
-                          "/etc/dream", PLAN_DIR):
+        for directory in (*PACKAGE_PARENTS, PACKAGE_DIR, "/etc/dream", PLAN_DIR):
             tree.add_dir(directory, 0o755, 0, 0)
         for file, data in supervisor_sources().items():
             tree.add_bytes(f"{PACKAGE_DIR}/{file}", data, 0o644, 0, 0)

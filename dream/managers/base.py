@@ -7,8 +7,10 @@ class, not an edit of the tasks: the tasks (dream/tasks/services.py, dream/tasks
 by name and call it; they hold no knowledge of how it runs or publishes.
 
 - A new manager goes into ``dream/managers/<name>.py`` (dream's own supervisor on this host is
-  `dream.managers.host.HostManager`). When it runs files a renderer produced, ``renders`` names
-  that renderer (dream/renderers/): the task renders, writes the files, then calls ``up``.
+  `dream.managers.host.HostManager`, Docker Compose `dream.managers.compose.ComposeManager`), or
+  into a package of its own as a plugin (dream/managers/plugins.py). When it runs files a
+  renderer produced, ``renders`` names that renderer (dream/renderers/): the task renders,
+  writes the files, then calls ``up``.
 - A new publisher goes next to what it talks to: the registry's in dream/registry/, the Docker
   engine's with its client. They satisfy `Publisher` by shape and need not import this module
   (the registry sits below the managers); the task that picks one annotates it as `Publisher`,
@@ -34,11 +36,12 @@ class Manager(Protocol):
     """Runs one deployment's plan (dream/services/plan.py) with its root as the working tree."""
 
     name: str
-    """"host" (dream's supervisor here; its task is ``doit run:procfile``), later "honcho",
-    "compose", "kubectl", "systemd"."""
+    """"host" (dream's supervisor here; its task is ``doit run:procfile``), "compose", later
+    "kubectl", "systemd"; a plugin's task is named by its declaration (``run:<name>``)."""
 
     renders: str | None
-    """The renderer whose files ``up`` runs (a key of ``RENDERERS``); None: it runs the plan."""
+    """The renderer whose files ``up`` runs (a key of ``RENDERERS``, or a plugin renderer's
+    name); None: it runs the plan."""
 
     def up(self, plan: Plan, files: Path | None, root: Path) -> int:
         """Start the deployment: block until it ends (the host) or return once it is applied.
@@ -46,8 +49,11 @@ class Manager(Protocol):
         ``renders`` is None). The exit code: 0 is success."""
         ...
 
-    # No ``down`` yet: the host manager stops with its foreground process (Ctrl-C). The first
-    # manager that detaches (compose, systemd) adds ``down(plan, files, root) -> int`` here.
+    def down(self, plan: Plan, files: Path | None, root: Path) -> int:
+        """Take down what ``up`` started and left behind (compose's containers and network;
+        its named volumes stay unless the manager was asked to remove them). A manager whose
+        processes end with ``up`` (the host supervisor) has nothing to do: 0."""
+        ...
 
 
 class Publisher(Protocol):

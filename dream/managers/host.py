@@ -1,5 +1,6 @@
 """dream's supervisor on this host: ``doit run:procfile`` runs a deployment here, and
-``doit render:procfile`` writes its rendered files under ``build/<deployment>/<renderer>/``.
+``doit render:<renderer>`` (procfile, compose, a plugin's) writes its rendered files under
+``build/<deployment>/<renderer>/``.
 
 This is the I/O half of rendering and running: it reads the env files a plan names (a renderer
 does no I/O, dream/renderers/base.py), writes the rendered files atomically, and runs the
@@ -10,10 +11,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from pathlib import Path
 
 from dream.errors import DreamError
 from dream.managers.base import Manager
+from dream.managers.images import service_references
 from dream.recipe.model import Deployment
 from dream.renderers.base import File, Plan, Renderer, Target
 from dream.services.plan import build_plan, plan_json
@@ -54,15 +57,43 @@ def write_files(out: Path, files: list[File]) -> None:
         os.replace(temporary, path)
 
 
-def render(deployment: Deployment, root: Path, renderer: Renderer) -> Path:
-    """Render ``deployment`` for running from ``root`` into ``build/<deployment>/<renderer>/``
-    (plus the plan as ``plan.json``); the folder."""
-    out = root / RENDER_DIR / deployment.name / renderer.name
+def rendered(deployment: Deployment, root: Path, renderer: Renderer, name: str = "") -> tuple[Path, list[File]]:
+    """What rendering ``deployment`` for running from ``root`` writes, and where: the renderer's
+    files plus the plan as ``plan.json``, for ``build/<deployment>/<name>/`` (``name``: the
+    renderer's, unless a plugin was declared under another). Every renderer gets the same
+    `Target`: the env files' variables, each service's image reference and the deployment's
+    settings for it (``compose: {...}``)."""
+    name = name or renderer.name
+    out = root / RENDER_DIR / deployment.name / name
     plan = build_plan(deployment)
-    files = renderer.render(plan, Target(root=root, out=out, env_files=read_env_files(plan, root)))
+    target = Target(root=root, out=out, env_files=read_env_files(plan, root),
+                    images=service_references(deployment), options=deployment.options.get(name, {}))
+    return out, [*renderer.render(plan, target), File("plan.json", plan_json(plan))]
+
+
+def render(deployment: Deployment, root: Path, renderer: Renderer, name: str = "") -> Path:
+    """Render ``deployment`` (see `rendered`) and write the files; the folder."""
+    out, files = rendered(deployment, root, renderer, name)
     write_files(out, files)
-    (out / "plan.json").write_text(plan_json(plan))
     return out
+
+
+def written(out: Path, files: list[File]) -> bool:
+    """Whether ``out`` holds exactly what `write_files` would leave there: each file with its
+    text and mode, and nothing else in ``config/`` (which a write empties first)."""
+    for file in files:
+        path = out / file.path
+        try:
+            with open(path, newline="") as stream:  # the bytes as written: no newline translation
+                if stream.read() != file.content:
+                    return False
+            if stat.S_IMODE(path.stat().st_mode) != file.mode:
+                return False
+        except (OSError, ValueError):  # absent, unreadable, not text
+            return False
+    config = out / "config"
+    present = {path.relative_to(out).as_posix() for path in config.rglob("*") if not path.is_dir()}
+    return present <= {file.path for file in files}
 
 
 class HostManager:
@@ -78,6 +109,10 @@ class HostManager:
         state.mkdir(parents=True, exist_ok=True)
         (state / "plan.json").write_text(plan_json(dict(plan)))
         return Supervisor(plan_from_json(dict(plan)), root).run()
+
+    def down(self, plan: Plan, files: Path | None, root: Path) -> int:
+        """Nothing: the supervisor stops every service before ``up`` returns."""
+        return 0
 
 
 def run(deployment: Deployment, root: Path) -> int:

@@ -64,19 +64,30 @@ def image_config(image: dict[str, Any], layers: list[tuple[str, str, Descriptor]
 def image_blobs(image: dict[str, Any], layers: list[tuple[str, str, Descriptor]]) -> tuple[bytes, bytes]:
     """The config's and the manifest's bytes, written nowhere: what `write_image` stores, so
     that "is the tagged image the one these layers make?" needs no write (dream/verbs.py)."""
-    config = canonical_json(image_config(image, layers))
+    return config_blobs(image_config(image, layers), [d.oci() for _, _, d in layers])
+
+
+def config_blobs(config: dict[str, Any], layers: list[dict[str, Any]]) -> tuple[bytes, bytes]:
+    """The bytes of ``config`` and of the manifest of it and ``layers`` (descriptors as a
+    manifest lists them), written nowhere: for an image made from another one's config."""
+    data = canonical_json(config)
     manifest = {
         "schemaVersion": 2,
         "mediaType": MANIFEST_MEDIA_TYPE,
-        "config": Descriptor(CONFIG_MEDIA_TYPE, "sha256:" + hashlib.sha256(config).hexdigest(), len(config)).oci(),
-        "layers": [d.oci() for _, _, d in layers],
+        "config": Descriptor(CONFIG_MEDIA_TYPE, "sha256:" + hashlib.sha256(data).hexdigest(), len(data)).oci(),
+        "layers": layers,
     }
-    return config, canonical_json(manifest)
+    return data, canonical_json(manifest)
 
 
 def write_image(sink: BlobSink, image: dict[str, Any],
                 layers: list[tuple[str, str, Descriptor]]) -> Descriptor:
     """Store config and manifest blobs; return the manifest's descriptor (not yet tagged)."""
-    config, manifest = image_blobs(image, layers)
+    return write_blobs(sink, *image_blobs(image, layers))
+
+
+def write_blobs(sink: BlobSink, config: bytes, manifest: bytes) -> Descriptor:
+    """Store a config's and its manifest's bytes (`image_blobs`, `config_blobs`); return the
+    manifest's descriptor."""
     sink.put_bytes(config, CONFIG_MEDIA_TYPE)
     return sink.put_bytes(manifest, MANIFEST_MEDIA_TYPE)

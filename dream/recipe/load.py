@@ -233,7 +233,8 @@ def _normalize(path: Path, display: str, doc: dict[str, Any], lines: Lines, root
     if errors:
         raise UserErrors(_sorted(errors))
     return Recipe(path=path, display=display, name=image["name"], image=image, layers=layers,
-                  python=python, deployments=deployments, registries=registries)
+                  python=python, deployments=deployments, registries=registries,
+                  renderers=dict(doc["renderers"]), managers=dict(doc["managers"]))
 
 
 WHEEL_MACHINE = {"amd64": "x86_64", "arm64": "aarch64"}

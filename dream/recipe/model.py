@@ -25,7 +25,9 @@ class HostSettings:
 
 @dataclass(frozen=True)
 class Deployment:
-    """A named set of services; ``services`` holds their normalized settings in run order."""
+    """A named set of services; ``services`` holds their normalized settings in run order,
+    ``options`` each renderer's settings for it by renderer name (``{"compose": {...}}``,
+    normalized, defaults filled)."""
 
     name: str
     services: dict[str, dict[str, Any]]
@@ -36,6 +38,7 @@ class Deployment:
     log_dir: str | None
     location: Location | None
     recipe: str
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ class Recipe:
     python: dict[str, Any] = field(default_factory=dict)
     deployments: dict[str, Deployment] = field(default_factory=dict)
     registries: dict[str, HostSettings] = field(default_factory=dict)
+    renderers: dict[str, str] = field(default_factory=dict)  # name → "module:Class", as an entry point
+    managers: dict[str, str] = field(default_factory=dict)
 
     @property
     def builds_image(self) -> bool:

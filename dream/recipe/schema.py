@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from dream.recipe.validator import RecipeValidator
 
 form(REFERENCE_PATTERN, "a reference such as host/repository or host/repository:tag")
-from dream.recipe.services_schema import DEPLOYMENTS, SERVICES, SERVICES_LAYER
+from dream.recipe.services_schema import DEPLOYMENTS, SERVICE_NAME_RE, SERVICES, SERVICES_LAYER
 
 NAME_RE = form(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$",
                "an image name: lowercase letters, digits and . _ - between them, parts joined by /")
@@ -32,6 +32,8 @@ TAG_RE = form(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", "a tag: up to 128 letters,
 OWNER_RE = form(r"^\d+:\d+$", "numeric uid:gid such as 1000:1000")
 PORT_RE = form(r"^\d{1,5}(/(tcp|udp|sctp))?$", "a port such as 8080, 8080/tcp or 53/udp")
 LAYER_KINDS = ("files", "debian", "cuda", "python", "home", "services", "from")
+OBJECT_RE = form(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$",
+                 "an object reference module:Class, e.g. my_renderers.hello:HelloRenderer")
 USER_RE = form(r"^[a-z_][a-z0-9_-]{0,31}$", "a login name: up to 32 lowercase letters, digits, _ -, starting with a letter or _")
 
 
@@ -375,6 +377,15 @@ IMAGE = {
     },
 }
 
+
+def _plugins(what: str, task: str, group: str) -> dict[str, Any]:
+    return {"type": "dict", "default": {}, "keysrules": {"type": "string", "regex": SERVICE_NAME_RE},
+            "valuesrules": {"type": "string", "regex": OBJECT_RE},
+            **doc(f"{what} of this project by name, each a `module:Class` (written as an entry "
+                  f"point of the group `{group}` names one); each gets a `{task}:<name>` task "
+                  "like the built-in ones (docs/renderers.md).", {})}
+
+
 RECIPE = {
     "imports": {"type": "list", "default": [], "schema": {"type": "string", "empty": False},
                 **doc("Modules merged into this file: a name (`sshd` → the project's "
@@ -389,6 +400,8 @@ RECIPE = {
                       "hold deployments).", [])},
     "services": SERVICES,
     "deployments": DEPLOYMENTS,
+    "renderers": _plugins("Renderers", "render", "dream.renderers"),
+    "managers": _plugins("Managers", "run", "dream.managers"),
     "registries": {
         "type": "dict", "default": {}, "keysrules": {"type": "string", "regex": form(r"^[^\s/]+$", "a registry host such as 127.0.0.1:5000 (no spaces or /)")},
         "valuesrules": {"type": "dict", "schema": {

@@ -11,6 +11,7 @@ from dream.errors import DreamError
 from dream.recipe import facts
 from dream.recipe.model import Deployment
 from dream.recipe.paths import PathRefused, lexically_below, runtime_path
+from dream.recipe.services_schema import RENDERER_OPTIONS, option_defaults
 from dream.recipe.yamlsource import Lines, PathKey, dotted, host_path, location_of
 
 
@@ -72,6 +73,8 @@ def normalize(doc: dict[str, Any], recipe_name: str, lines: Lines, root: Path) -
         deployments[name] = Deployment(
             name=name, services=chosen, env=dict(spec.get("env", {})), port_base=port_base,
             default=spec.get("default", False), user=spec.get("user"), log_dir=spec.get("log_dir"),
+            options={renderer: {**option_defaults(rule), **spec.get(renderer, {})}
+                     for renderer, rule in RENDERER_OPTIONS.items()},
             location=location_of(lines, at) if name in doc.get("deployments", {}) else location_of(lines, ("services",)),
             recipe=recipe_name)
     return deployments, check.errors

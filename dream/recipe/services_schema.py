@@ -7,6 +7,7 @@ together; `doit run:procfile` runs one, the `services` layer puts one into an im
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 
@@ -81,6 +82,21 @@ def _no_nul(field: str, value: Any, error: Any) -> None:
     """No process can get a NUL in its environment (execve ends the string there)."""
     if isinstance(value, str) and "\0" in value:
         error(field, "a NUL character cannot be in an environment value")
+
+
+def _gpu_count(field: str, value: Any, error: Any) -> None:
+    """``all`` or a whole number of GPUs from 1 (YAML's ``true`` is no count)."""
+    if value == "all" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
+        return
+    error(field, f"must be `all` or a number of GPUs from 1 (got {value!r})")
+
+
+def _ip_address(field: str, value: Any, error: Any) -> None:
+    if isinstance(value, str):
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            error(field, f"must be an IP address such as 127.0.0.1 or 0.0.0.0 (got {value!r})")
 
 
 def shell_or_argv(text: str) -> dict[str, Any]:
@@ -217,12 +233,34 @@ SERVICE = {
                            "downloads); others wait for it with `completed_successfully`.", False)},
         "replicas": {"type": "integer", "min": 1, "default": 1,
                      **doc("Copies to run, named `<service>.1` … with consecutive `PORT`s.", 1)},
+        "gpus": {"type": ["string", "integer"], "check_with": _gpu_count,
+                 **doc("GPUs the service needs: `all`, or a number from 1 per replica. With a "
+                        "number N, replica i (from 0) gets `CUDA_VISIBLE_DEVICES=i*N,…,i*N+N-1` "
+                        "(unless its `env` sets that variable), so replicas use GPUs of their "
+                        "own; `all` leaves every GPU visible. Container targets reserve them "
+                        "(Compose: `deploy.resources.reservations.devices`). Default: none.")},
         "allowed_to_exit": {"type": "boolean", "default": False,
                             **doc("Its end (after any restarts) does not stop the deployment. "
                                    "Otherwise a service that ends stops every other one.", False)},
         "log_file": {"type": "string", "empty": False,
                      **doc("Also append the service's raw output lines to this file (a relative "
                             "path below the deployment's root, as for `volumes`).")},
+    },
+}
+
+COMPOSE = {
+    "type": "dict", "default": {},
+    **doc("How `render:compose` renders this deployment (docs/renderers.md).", {}),
+    "schema": {
+        "network": {"type": "string", "allowed": ["host", "bridge"], "default": "host",
+                    **doc("`host`: every container on the host's network, so services reach each "
+                           "other on loopback as on the host, on the host's ports; `bridge`: a "
+                           "network of the project's own, services reach each other by service "
+                           "name, and each declared port is published on `publish_address`.",
+                           "host")},
+        "publish_address": {"type": "string", "check_with": _ip_address, "default": "127.0.0.1",
+                            **doc("Address of this machine that `bridge` publishes ports on "
+                                   "(`0.0.0.0`: every interface).", "127.0.0.1")},
     },
 }
 
@@ -244,8 +282,18 @@ DEPLOYMENT = {
         "log_dir": {"type": "string", "empty": False,
                     **doc("Write each process's raw output to `<log_dir>/<service>.<n>.log` too (a "
                            "relative path below the deployment's root, as for `volumes`).")},
+        "compose": COMPOSE,
     },
 }
+
+RENDERER_OPTIONS = {"compose": COMPOSE}  # deployment keys that hold one renderer's settings
+
+
+def option_defaults(rule: dict[str, Any]) -> dict[str, Any]:
+    """A renderer's settings when a deployment gives none (the implicit deployment is never
+    normalized by cerberus)."""
+    return {key: field["default"] for key, field in rule["schema"].items() if "default" in field}
+
 
 SERVICES = {"type": "dict", "default": {}, "keysrules": {"type": "string", "regex": SERVICE_NAME_RE},
             "valuesrules": SERVICE,

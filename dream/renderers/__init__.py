@@ -7,6 +7,7 @@ and one row below.
 from __future__ import annotations
 
 from dream.renderers.base import Renderer
+from dream.renderers.compose import ComposeRenderer
 from dream.renderers.procfile import ProcfileRenderer
 
-RENDERERS: dict[str, Renderer] = {"procfile": ProcfileRenderer()}
+RENDERERS: dict[str, Renderer] = {"procfile": ProcfileRenderer(), "compose": ComposeRenderer()}

@@ -41,11 +41,17 @@ class Target:
     ``root`` is the deployment's root where it runs (the project on the host), ``out`` the
     folder the files are written to (rendered files may name it), ``env_files`` the variables
     of each env file the plan names, by the name the plan gives it (``services[].env_files``).
+    ``images`` is the image reference that runs each service (``<deployment>-<service>:latest``
+    once ``render:images`` and a load made it, or ``repo@sha256:…``), for the renderers that
+    run services in containers; ``options`` the deployment's settings for this renderer (the
+    deployment's ``<renderer>:`` mapping, e.g. ``compose: {network: bridge}``), normalized.
     """
 
     root: Path
     out: Path
     env_files: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    images: Mapping[str, str] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Renderer(Protocol):

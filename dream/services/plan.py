@@ -45,6 +45,7 @@ def service_plan(name: str, spec: dict[str, Any], user: str | None) -> dict[str,
         "working_dir": spec.get("working_dir"),
         "user": spec.get("user", user),
         "volumes": spec["volumes"],
+        "ports": spec["ports"],  # for renderers (the supervisor reads PORT, not these)
         "config_files": [{"path": c["path"], "content": c["content"], "mode": c["mode"]}
                          for c in spec["config_files"]],
         "depends_on": spec["depends_on"],
@@ -53,6 +54,7 @@ def service_plan(name: str, spec: dict[str, Any], user: str | None) -> dict[str,
         **{key: spec[key] for key in ("restart", "max_restarts", "backoff", "max_backoff", "stop_signal",
                                       "stop_grace_period", "oneshot", "replicas", "allowed_to_exit")},
         "log_file": spec.get("log_file"),
+        "gpus": spec.get("gpus"),
     }
 
 

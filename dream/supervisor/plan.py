@@ -68,6 +68,7 @@ class Service:
     replicas: int
     allowed_to_exit: bool
     log_file: str | None
+    gpus: int | str | None = None  # None | "all" | N: replica i sees GPUs i*N … i*N+N-1
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,16 @@ def _service(index: int, data: dict[str, Any]) -> Service:
         stop_signal=signal_number(data.get("stop_signal", "SIGTERM")),
         stop_grace_period=float(data.get("stop_grace_period", 10)),
         oneshot=bool(data.get("oneshot", False)), replicas=int(data.get("replicas", 1)),
-        allowed_to_exit=bool(data.get("allowed_to_exit", False)), log_file=data.get("log_file"))
+        allowed_to_exit=bool(data.get("allowed_to_exit", False)), log_file=data.get("log_file"),
+        gpus=_gpus(data.get("gpus")))
+
+
+def _gpus(value: Any) -> int | str | None:
+    if value is None or value == "all":
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return value
+    raise ValueError(f"gpus must be null, \"all\" or a number from 1 (got {value!r})")
 
 
 def plan_from_json(data: dict[str, Any]) -> Plan:

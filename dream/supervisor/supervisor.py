@@ -31,7 +31,7 @@ from .dotenv import read_env_file
 from .loop import Loop, Timer
 from .output import LineSplitter, Printer
 from .plan import Plan, Probe, Service
-from .probes import check_network
+from .probes import KEPT_OUTPUT, check_network, exec_once, exec_verdict, network_probe
 from .procs import (
     Identity,
     become_subreaper,
@@ -62,6 +62,17 @@ def restart_delay(service: Service, restarts: int) -> float:
     return max(MIN_DELAY, min(service.backoff * doubling, service.max_backoff))
 
 
+def visible_gpus(service: Service, replica: int) -> str | None:
+    """``CUDA_VISIBLE_DEVICES`` of replica ``replica`` (from 1) of a service with ``gpus: N``:
+    the N devices from (replica - 1) × N on, so replicas never share one (an engine that
+    reserves N × replicas devices numbers them from 0 in the container). None for ``all``
+    (every device stays visible) and for none."""
+    if not isinstance(service.gpus, int):
+        return None
+    first = (replica - 1) * service.gpus
+    return ",".join(str(device) for device in range(first, first + service.gpus))
+
+
 class Instance:
     """One running copy of a service (``web`` or, with replicas, ``web.1``, ``web.2`` …)."""
 
@@ -90,6 +101,9 @@ class Instance:
         self.probe_failed = 0
         self.splitter: LineSplitter | None = None
         self.hup_at = 0.0
+
+    def probe_port(self, probe: Probe) -> int:
+        return probe.port if probe.port is not None else self.port
 
     def cancel_timers(self) -> None:
         for timer in self.timers:
@@ -366,17 +380,24 @@ class Supervisor:
             raise SetupError(f"{service.name}: volume {value!r} is a symlink; refusing to wipe it")
         shutil.rmtree(path)
 
+    def workdir(self, service: Service) -> str:
+        return str(self.path(service.working_dir)) if service.working_dir else str(self.root)
+
     def config_dir(self, service: Service) -> Path:
         return self.path(self.plan.runtime_dir) / "config" / service.name
 
     def environment(self, inst: Instance, who: Identity | None) -> dict[str, str]:
-        """The supervisor's environment, then the deployment's, PORT, env files, the service's."""
+        """The supervisor's environment, then the deployment's, PORT, env files, the replica's
+        GPUs, the service's."""
         service = inst.service
         env = dict(os.environ)
         env.update(self.plan.env)
         env["PORT"] = str(inst.port)
         for name in service.env_files:
             env.update(read_env_file(self.path(name)))
+        devices = visible_gpus(service, inst.replica)
+        if devices is not None:
+            env["CUDA_VISIBLE_DEVICES"] = devices
         env.update(service.env)
         env.update(DREAM_DEPLOYMENT=self.plan.name, DREAM_SERVICE=service.name, DREAM_INSTANCE=inst.id)
         if service.config_files:
@@ -468,9 +489,7 @@ class Supervisor:
         service = inst.service
         try:
             who = self.identity(service)
-            env = self.environment(inst, who)
-            cwd = str(self.path(service.working_dir)) if service.working_dir else str(self.root)
-            proc = spawn(service.argv, env, cwd, who)
+            proc = spawn(service.argv, self.environment(inst, who), self.workdir(service), who)
         except (OSError, ValueError, SetupError) as exc:  # ValueError: EnvFileError, a NUL
             detail = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror else str(exc)
             self.finish(inst, failed=True, outcome=f"could not start ({detail})")
@@ -617,15 +636,13 @@ class Supervisor:
         if probe.kind == "exec":
             self.exec_probe(inst, probe, done)
         else:
-            port = probe.port if probe.port is not None else inst.port
-            check_network(probe, port, lambda ok, detail: self.loop.post(lambda: done(ok, detail)))
+            check_network(probe, inst.probe_port(probe), lambda ok, detail: self.loop.post(lambda: done(ok, detail)))
 
     def exec_probe(self, inst: Instance, probe: Probe, done: Callable[[bool, str], None]) -> None:
         service = inst.service
         try:
             who = self.identity(service)
-            cwd = str(self.path(service.working_dir)) if service.working_dir else str(self.root)
-            proc = spawn(probe.argv, self.environment(inst, who), cwd, who)
+            proc = spawn(probe.argv, self.environment(inst, who), self.workdir(service), who)
         except (OSError, ValueError, SetupError) as exc:
             done(False, f"cannot run {probe.argv[0]}: {exc}")
             return
@@ -643,7 +660,7 @@ class Supervisor:
                 return
             if chunk:
                 captured.extend(chunk)
-                del captured[:-400]
+                del captured[:-KEPT_OUTPUT]
             else:
                 self.loop.remove_reader(fd)
 
@@ -664,11 +681,8 @@ class Supervisor:
             except OSError:
                 pass
             proc.stdout.close()  # type: ignore[union-attr]
-            code, words = describe_status(status)
-            proc.returncode = code
-            last = captured.decode(errors="replace").strip().splitlines()[-1:] or [""]
-            detail = f"timed out after {probe.timeout:g}s" if timed_out else f"{words}" + (f": {last[0]}" if last[0] else "")
-            done(code == 0 and not timed_out, f"{' '.join(probe.argv)}: {detail}")
+            proc.returncode = describe_status(status)[0]
+            done(*exec_verdict(probe, None if timed_out else status, bytes(captured)))
 
         self.children[proc.pid] = exited
 
@@ -696,3 +710,33 @@ class Supervisor:
                 self.stop(inst, kind)
                 return
         self.probe_later(inst, probe, kind, probe.period)
+
+
+def check_readiness(plan: Plan, root: Path) -> tuple[bool, list[str]]:
+    """The readiness probe of the plan's only service, once against each of its replicas, as
+    the supervisor runs it (the service's user, environment and working directory, the
+    replica's PORT): ``python3 -m dream_supervisor probe``, a container engine's health check.
+    It passes when every replica passes, as a dependent waiting for ``healthy`` waits for all;
+    a service without a readiness probe always passes. Returns (passed, a line per replica)."""
+    if len(plan.services) != 1:
+        raise ValueError(f"a probe needs a plan of one service (this one has {len(plan.services)})")
+    service = plan.services[0]
+    probe = service.readiness
+    if probe is None:
+        return True, [f"{service.name} has no readiness probe"]
+    supervisor = Supervisor(plan, root, Printer([], fd=2))
+    try:
+        results = []
+        for inst in supervisor.instances:
+            if probe.kind != "exec":
+                results.append(network_probe(probe, inst.probe_port(probe)))
+                continue
+            try:
+                who = supervisor.identity(service)
+                results.append(exec_once(probe, supervisor.environment(inst, who), supervisor.workdir(service), who))
+            except (OSError, ValueError, SetupError) as exc:  # ValueError: EnvFileError, a NUL
+                results.append((False, f"cannot run {probe.argv[0]}: {exc}"))
+    finally:
+        supervisor.loop.close()
+    return all(ok for ok, _ in results), [f"{inst.name}: {detail}" for inst, (_, detail)
+                                          in zip(supervisor.instances, results)]

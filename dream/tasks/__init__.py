@@ -8,8 +8,11 @@ Tasks (``doit list --all``):
   shell:<image>          a shell in the image on the current directory (dream/shell.py)
   push:<image>           push the built image to registries (image.push or --to)
   pull:<image>           fetch the blobs of the image that only a registry holds
-  render:procfile        write a deployment's Procfile and .env (dream/tasks/services.py)
+  render:<renderer>      write a deployment's files: procfile, compose, plugins (dream/tasks/services.py)
+  render:images          an image per service of a deployment, in the store
   run:procfile           run a deployment under dream's supervisor
+  run:compose            run it with docker-compose on the Docker engine (run:<plugin manager> too)
+  load:/push:<deployment>-<service>  a per-service image into the engine / to registries
   verify, gc             check / clean the store
 
 A layer task is up to date exactly when the store holds a blob for its input key, so deleting

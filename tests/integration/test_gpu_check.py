@@ -18,6 +18,8 @@ from types import ModuleType
 import pytest
 import zstandard
 
+from tests.conftest import make_project
+
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "tools" / "gpu_check.py"
 GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
