@@ -136,6 +136,9 @@ def _notes(plan: Plan, volumes: Mapping[str, Mapping[str, list[str]]], network: 
         if service["restart"] == "always" and service["max_restarts"]:
             notes.append(f"{name}: restart always has no limit in the engine (max_restarts "
                          f"{service['max_restarts']} dropped)")
+        if probe and probe["initial_delay"] > 0:
+            notes.append(f"{name}: initial_delay is the healthcheck's start_period: failures in it do not "
+                         "count, but a pass in it does (dream does not probe before it)")
         if probe and probe["success_threshold"] > 1:
             notes.append(f"{name}: healthy after one passing healthcheck (success_threshold "
                          f"{probe['success_threshold']} dropped)")

@@ -337,6 +337,8 @@ class Supervisor:
                     path = self.path(volume.path)
                     if not volume.persistent and path.exists():
                         self.wipe(service, volume.path)
+                        if path.is_dir():
+                            os.chmod(path, volume.mode)  # as a new one would be
                     if not path.is_dir():
                         path.mkdir(parents=True, mode=volume.mode)
                         os.chmod(path, volume.mode)
@@ -370,7 +372,9 @@ class Supervisor:
     def wipe(self, service: Service, value: str) -> None:
         """Empty a non-persistent volume: only a directory strictly below the deployment's root
         (symlinks resolved), never the root itself or anything outside it (the recipe loader
-        refuses such paths too: dream/recipe/paths.py)."""
+        refuses such paths too: dream/recipe/paths.py). Its contents go, the directory stays:
+        in a container it is often a mount point (a Compose named volume), which cannot be
+        removed (EBUSY)."""
         root, path = self.root.resolve(), self.path(value)
         target = path.resolve()
         if target == root or not target.is_relative_to(root):
@@ -378,7 +382,14 @@ class Supervisor:
                              f"{root} (resolves to {target}); refusing to wipe it")
         if path.is_symlink():
             raise SetupError(f"{service.name}: volume {value!r} is a symlink; refusing to wipe it")
-        shutil.rmtree(path)
+        if not path.is_dir():
+            path.unlink()
+            return
+        for child in path.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
 
     def workdir(self, service: Service) -> str:
         return str(self.path(service.working_dir)) if service.working_dir else str(self.root)

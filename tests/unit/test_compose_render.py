@@ -255,6 +255,8 @@ def test_header_lists_what_compose_cannot_express(tmp_path: Path) -> None:
         "than dream's)",
         "vol-cache: wiped as each container that wipes it starts (app, worker), engine restarts "
         "included, not once per deployment start",
+        "db: initial_delay is the healthcheck's start_period: failures in it do not count, but a pass "
+        "in it does (dream does not probe before it)",
         "db: healthy after one passing healthcheck (success_threshold 2 dropped)",
         "migrate: a oneshot is not restarted by the engine (restart on-failure dropped)",
         "app: its 2 replicas run in one container (one healthcheck, one restart policy for all)",

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from dream.errors import DreamError
+from dream.managers import plugins
 from dream.managers.plugins import Plugin, managers, renderers
 from dream.recipe.model import Recipe
 
@@ -59,7 +60,9 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
         plug = plugmod:Manager
         """))
     monkeypatch.syspath_prepend(str(tmp_path))
+    plugins._installed.cache_clear()  # entry points are read once a process: read this sys.path
     yield tmp_path
+    plugins._installed.cache_clear()
     sys.modules.pop("plugmod", None)  # the next test's plugmod is its own
 
 
