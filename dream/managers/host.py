@@ -13,6 +13,7 @@ import os
 import shutil
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dream.errors import DreamError
 from dream.managers.base import Manager
@@ -23,6 +24,9 @@ from dream.services.plan import build_plan, plan_json
 from dream.supervisor.dotenv import EnvFileError, read_env_file
 from dream.supervisor.plan import plan_from_json
 from dream.supervisor.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from dream.store import Store
 
 RENDER_DIR = "build"
 
@@ -57,17 +61,18 @@ def write_files(out: Path, files: list[File]) -> None:
         os.replace(temporary, path)
 
 
-def rendered(deployment: Deployment, root: Path, renderer: Renderer, name: str = "") -> tuple[Path, list[File]]:
+def rendered(deployment: Deployment, root: Path, renderer: Renderer, name: str = "",
+             store: Store | None = None) -> tuple[Path, list[File]]:
     """What rendering ``deployment`` for running from ``root`` writes, and where: the renderer's
     files plus the plan as ``plan.json``, for ``build/<deployment>/<name>/`` (``name``: the
     renderer's, unless a plugin was declared under another). Every renderer gets the same
     `Target`: the env files' variables, each service's image reference and the deployment's
-    settings for it (``compose: {...}``)."""
+    settings for it (``compose: {...}``); with ``store``, an image pushed is named by digest."""
     name = name or renderer.name
     out = root / RENDER_DIR / deployment.name / name
     plan = build_plan(deployment)
     target = Target(root=root, out=out, env_files=read_env_files(plan, root),
-                    images=service_references(deployment), options=deployment.options.get(name, {}))
+                    images=service_references(deployment, store), options=deployment.options.get(name, {}))
     return out, [*renderer.render(plan, target), File("plan.json", plan_json(plan))]
 
 

@@ -37,9 +37,17 @@ LABEL_SERVICE = "dev.dream.service"
 MIN_HEALTH_NS = 1_000_000  # Docker refuses health intervals under 1 ms, and reads 0 as "30 s"
 
 
-def service_references(deployment: Deployment) -> dict[str, str]:
-    """The image reference of each service once its image is loaded into an engine."""
-    return {name: f"{image_tag(deployment.name, name)}:latest" for name in deployment.services}
+def service_references(deployment: Deployment, store: Store | None = None) -> dict[str, str]:
+    """The image reference of each service: ``repo@sha256:…`` once its current image was
+    pushed (``push:<deployment>-<service>`` records where, in the store: a manifest's sources),
+    else the tag a load gives the engine, ``<deployment>-<service>:latest``."""
+    references = {}
+    for name in deployment.services:
+        tag = image_tag(deployment.name, name)
+        manifest = store.tagged(tag) if store is not None else None
+        pushed = store.sources(manifest.digest) if store is not None and manifest is not None else []
+        references[name] = f"{pushed[0]}@{manifest.digest}" if manifest and pushed else f"{tag}:latest"
+    return references
 
 
 def build_service_images(store: Store, deployment: Deployment) -> dict[str, Descriptor]:

@@ -67,6 +67,7 @@ def push_image(store: Store, manifest: Descriptor, target: Reference, tags: list
     data = store.read_blob(manifest.digest)
     for reference in tags or [manifest.digest]:
         client.put_manifest(target.repository, reference, data, manifest.mediaType)
+    store.add_source(manifest.digest, f"{client.host}/{target.repository}")  # `repo@digest` from now on
     return report
 
 

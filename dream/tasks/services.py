@@ -157,9 +157,14 @@ class Services:
         return renderer
 
     def files(self, deployment: Deployment, name: str) -> tuple[Path, list[File]]:
-        """Where the renderer ``name`` writes ``deployment``, and what (computed, not written)."""
+        """Where the renderer ``name`` writes ``deployment``, and what (computed, not written);
+        images the store records as pushed are named by digest."""
         from dream.managers import host
-        return host.rendered(deployment, self.root, self.renderer(name), name)
+        from dream.store import Store
+        from dream.store.layout import store_path
+        where = store_path()
+        store = Store(where) if (where / "index.json").is_file() else None  # no store: local tags
+        return host.rendered(deployment, self.root, self.renderer(name), name, store)
 
     def write(self, deployment: Deployment, name: str) -> Path:
         """Render and write; say what was written, as a path from the project."""

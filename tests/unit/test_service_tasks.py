@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+import yaml
 from doit.loader import generate_tasks
 from doit.task import Task
 
@@ -340,11 +341,17 @@ def test_one_services_image_loads_into_the_engine_and_pushes(registry_anonymous:
     finally:
         subprocess.run(["docker", "image", "rm", "tinyd-box:latest"], capture_output=True)
 
+    compose = project.root / "build" / "tinyd" / "compose" / "compose.yaml"
+    project.doit("render:compose")
+    assert yaml.safe_load(compose.read_text())["services"]["box"]["image"] == "tinyd-box:latest"  # not pushed
     repo = f"{registry_anonymous.host}/services/tiny"
     pushed = project.doit("push:tinyd-box", "--to", repo,
                           env={"DOCKER_CONFIG": str(registry_anonymous.docker_config(tmp_path))}).stdout
     assert f"pushed {repo}@{project.manifest_digest('tinyd-box')}" in pushed
     assert "tinyd-box" in pushed  # the service's tag, not the recipe's
+    assert ".  render:compose" in project.doit("render:compose").stdout  # the push changed what it writes
+    assert yaml.safe_load(compose.read_text())["services"]["box"]["image"] == \
+        f"{repo}@{project.manifest_digest('tinyd-box')}"
 
 
 def test_run_compose_without_docker_compose_says_so_and_builds_nothing(tmp_path: Path) -> None:
