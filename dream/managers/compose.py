@@ -7,7 +7,7 @@ ended or Ctrl-C. Whichever comes first, ``down`` follows: the containers and the
 named volumes stay (``remove_volumes`` adds ``-v``), so a second run finds its data.
 
 Compose runs in a process group of its own, so one Ctrl-C reaches it exactly once, from here
-(``SIGINT``, or ``SIGTERM`` to dream: compose stops the containers gracefully, each within its
+(``SIGINT``, or ``SIGTERM`` or ``SIGHUP`` to dream: compose stops the containers gracefully, each within its
 ``stop_grace_period``); a second Ctrl-C forwards a second ``SIGINT``, compose's own "kill now".
 The exit code is compose's; after Ctrl-C it is ``down``'s (0 when everything was taken down).
 """
@@ -70,30 +70,32 @@ class ComposeManager:
         argv = self.command(plan, files, "up", "--remove-orphans")  # no docker-compose: before any load
         self.load_images(plan["name"])
         sys.stdout.flush()
-        interrupted = False
-        with _sigterm_as_interrupt():
+        interrupted, code = False, 1
+        with _signals_as_interrupt():
             process = self.popen(argv)
-            while True:
-                try:
-                    code = process.wait()
-                    break
-                except KeyboardInterrupt:
+            try:
+                while True:
+                    try:
+                        code = process.wait()
+                        break
+                    except KeyboardInterrupt:
+                        interrupted = True
+                        print(f"\ndream: stopping {plan['name']} (docker-compose stops each container "
+                              "within its grace period; Ctrl-C again kills them)", file=sys.stderr, flush=True)
+                        process.send_signal(signal.SIGINT)
+            finally:  # whatever ended the wait (a Ctrl-C while printing, too): compose stops, then down
+                if process.poll() is None:
                     interrupted = True
-                    print(f"\ndream: stopping {plan['name']} (docker-compose stops each container "
-                          "within its grace period; Ctrl-C again kills them)", file=sys.stderr, flush=True)
                     process.send_signal(signal.SIGINT)
-        down = self.down(plan, files, root)
+                    _wait_through_interrupts(process)
+                down = self.down(plan, files, root)
         return down if interrupted else (code or down)
 
     def down(self, plan: Plan, files: Path | None, root: Path) -> int:
         """``docker-compose … down`` (``-v`` with ``remove_volumes``); it is let finish even
         through Ctrl-C, which would leave containers behind."""
         process = self.popen(self.command(plan, files, "down", *(["-v"] if self.remove_volumes else [])))
-        while True:
-            try:
-                return process.wait()
-            except KeyboardInterrupt:
-                print("dream: still taking the deployment down", file=sys.stderr, flush=True)
+        return _wait_through_interrupts(process)
 
     def load_images(self, deployment: str) -> None:
         """Each per-service image into the engine as ``<deployment>-<service>:latest``, each blob
@@ -121,10 +123,21 @@ class ComposeManager:
         return found
 
 
+def _wait_through_interrupts(process: subprocess.Popen[Any]) -> int:
+    """Wait for ``process`` even through Ctrl-C: leaving compose half done leaves containers."""
+    while True:
+        try:
+            return process.wait()
+        except KeyboardInterrupt:
+            print("dream: still taking the deployment down", file=sys.stderr, flush=True)
+
+
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM to dream is Ctrl-C while compose runs (so a stopped ``doit`` takes it down);
-    only the main thread may set a handler, and only a run in it owns the process."""
+def _signals_as_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP to dream are Ctrl-C while compose runs: a stopped ``doit``, or a
+    closed terminal (whose SIGHUP reaches only dream: compose is in a group of its own), takes
+    the deployment down. Only the main thread may set a handler, and only a run in it owns
+    the process."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -132,8 +145,9 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {number: signal.signal(number, interrupt) for number in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, handler in previous.items():
+            signal.signal(number, handler)

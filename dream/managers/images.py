@@ -74,7 +74,7 @@ def _codec(manifest: dict[str, Any]) -> Codec:
 
 def _service_image(store: Store, deployment: Deployment, name: str, manifest: dict[str, Any],
                    base: dict[str, Any], codec: Codec) -> Descriptor:
-    layer = _small_layer(store, deployment, name, codec)
+    layer = _small_layer(store, deployment, name, codec, _image_user(base))
     config, body = config_blobs(_config(base, deployment, name, layer), [*manifest["layers"], layer.oci()])
     tag = image_tag(deployment.name, name)
     digest = "sha256:" + hashlib.sha256(body).hexdigest()
@@ -86,13 +86,26 @@ def _service_image(store: Store, deployment: Deployment, name: str, manifest: di
     return written
 
 
-def _small_layer(store: Store, deployment: Deployment, name: str, codec: Codec) -> Descriptor:
-    """The service's own layer: the supervisor package and the one-service plan."""
+def _image_user(config: dict[str, Any]) -> str | None:
+    """The recipe image's ``User`` unless it is root: what a service without ``user`` runs as
+    in that image (the per-service image itself starts the supervisor as root)."""
+    user = (config.get("config") or {}).get("User") or ""
+    return None if user.split(":")[0] in ("", "root", "0") else user
+
+
+def _small_layer(store: Store, deployment: Deployment, name: str, codec: Codec,
+                 image_user: str | None) -> Descriptor:
+    """The service's own layer: the supervisor package and the one-service plan (in which a
+    service without a user runs as ``image_user``, as it would in the recipe's image)."""
     tree = Tree(f"{deployment.name}/{name}")
     for directory in (*PACKAGE_PARENTS, PACKAGE_DIR, "/etc/dream", SERVICE_PLAN_DIR):
         tree.add_dir(directory, 0o755, 0, 0)
     files = {f"{PACKAGE_DIR}/{file}": data for file, data in supervisor_sources().items()}
-    files[service_plan_path(deployment.name, name)] = plan_json(one_service_plan(deployment, name)).encode()
+    plan = one_service_plan(deployment, name)
+    for service in plan["services"]:
+        if service["user"] is None:
+            service["user"] = image_user
+    files[service_plan_path(deployment.name, name)] = plan_json(plan).encode()
     for path, data in files.items():
         tree.add_bytes(path, data, 0o644, 0, 0)
     mtime = source_date_epoch()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, replace
 from importlib import metadata
-from typing import Any
+from typing import Any, Callable
 
 from dream.errors import DreamError
 from dream.recipe.model import Recipe
@@ -26,7 +26,7 @@ from dream.recipe.model import Recipe
 RENDERER_GROUP = "dream.renderers"
 MANAGER_GROUP = "dream.managers"
 BUILT_IN = "built into dream"
-REQUIRED = {"renderer": ("render",), "manager": ("up", "down")}  # the methods of each kind's protocol
+REQUIRED = {"renderer": ("render",), "manager": ("up",)}  # a manager's ``down`` is optional (Ctrl-C)
 
 
 @dataclass(frozen=True)
@@ -48,18 +48,34 @@ class Plugin:
         shape."""
         if self.conflict:
             raise DreamError(self.conflict)
-        label = f"{self.kind} {self.name} ({self.source})"
         try:
             found = metadata.EntryPoint(self.name, self.value, "").load()
             made = found() if isinstance(found, type) else found
         except Exception as exc:  # noqa: BLE001 (a plugin's own code: any failure is one line)
-            detail = " ".join(str(exc).split())[:200]
-            raise DreamError(f"{label}: cannot load {self.value}: {type(exc).__name__}: {detail}") from None
+            raise DreamError(f"{self.label}: cannot load {self.value}: {_one_line(exc)}") from None
         missing = [method for method in REQUIRED[self.kind] if not callable(getattr(made, method, None))]
         if missing:
-            raise DreamError(f"{label}: {self.value} is not a {self.kind} "
+            raise DreamError(f"{self.label}: {self.value} is not a {self.kind} "
                              f"(it has no {' or '.join(missing)} method)")
         return made
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.name} ({self.source})"
+
+    def call(self, method: Callable[..., Any], *args: Any) -> Any:
+        """``method(*args)`` of the loaded plugin: a failure in the plugin's own code is one
+        line naming the plugin (it is not dream's internal error); DreamError and Ctrl-C pass."""
+        try:
+            return method(*args)
+        except DreamError:
+            raise
+        except Exception as exc:  # noqa: BLE001 (a plugin's own code)
+            raise DreamError(f"{self.label}: {getattr(method, '__name__', 'call')} failed: {_one_line(exc)}") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
 
 
 @functools.cache

@@ -2,8 +2,10 @@
 
 gzip is ISA-L at level 1, written as **members**: the tar stream is cut every `MEMBER` (1 MiB)
 uncompressed bytes and each piece becomes one complete gzip member (mtime 0, OS 255, as
-before), compressed twice in the process-wide `shared_pool` (a thread a core) and kept where
-the two agree (`agreed_member`); the members are concatenated in order. Concatenated members are one valid gzip file (RFC 1952 §2.2) and a valid OCI layer:
+before), compressed twice by worker processes that do nothing else (`gzip_member`), fed by
+the process-wide `shared_pool` (a thread a core), and kept where the two agree
+(`agreed_member`); the members are concatenated in order. Concatenated members are one valid
+gzip file (RFC 1952 §2.2) and a valid OCI layer:
 Go's compress/gzip (Docker, containerd, skopeo, umoci), Python's gzip and isal's igzip read
 them as one stream. The bytes depend only on the tar and `MEMBER`, never on the thread count or
 timing.
@@ -14,8 +16,9 @@ header and trailer); 256 KiB costs 0.1 %, 2–8 MiB save nothing worth their mem
 small layers fewer members to spread over the cores, and 1 MiB is what the tar writer reads.
 Compression runs in its own thread beside the two sha256s and the blob write (each a thread of
 its own, `dream.oci.layer`), so the layer's producer never waits for them; members let
-compression use every core. ISA-L alone is not reliably deterministic (`agreed_member`), so
-every member is compressed twice: half the throughput, the same bytes every build.
+compression use every core. ISA-L in a busy process is not reliably deterministic
+(`gzip_member`), so it runs in processes of its own, and every member is compressed twice:
+half the throughput, the same bytes every build.
 
 zstd is level 3 in zstd's own multi-threaded mode, one stream, whose output does not depend
 on the thread count; it goes through the same pipeline, so its hashing and writing no longer
@@ -28,10 +31,12 @@ member size rebuilds layers instead of silently changing digests.
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Iterable, Iterator, Protocol, cast
 
 import isal
@@ -75,10 +80,77 @@ CODECS = {
 
 
 def gzip_member(data: bytes) -> bytes:
-    """``data`` as one complete gzip member, ISA-L level 1 (releases the GIL while it works).
+    """``data`` as one complete gzip member, ISA-L level 1, compressed by this thread's
+    worker process (`GzipWorker`).
 
-    wbits 31 = gzip container; ISA-L writes mtime 0 and OS 255, so no clock leaks in."""
-    return isal_zlib.compress(data, 1, 31)
+    Not in this process: in a busy build process ISA-L now and then gives other (valid) bytes
+    for the same input, and the same odd bytes twice in a row (the state behind it, whatever
+    it is, lasts within a process), so that one 1 MiB member in a few thousand changed a
+    layer's digest in about one gpu-image build of six, twice in CI; a process that only
+    compresses never did (over 80,000 members). wbits 31 = gzip container; ISA-L writes
+    mtime 0 and OS 255, so no clock leaks in."""
+    worker = getattr(_local, "worker", None)
+    if worker is None or worker.owner != os.getpid():  # a forked child starts workers of its own
+        worker = _local.worker = GzipWorker()
+    return worker.compress(data)
+
+
+class GzipWorker:
+    """A ``gzip_worker.py`` process of this thread's: one member in, its gzip bytes out, over
+    pipes in 8-byte length frames. Its own session (Ctrl-C is ours to handle); it ends when
+    we close its input, or exit."""
+
+    SCRIPT = str(Path(__file__).with_name("gzip_worker.py"))
+
+    def __init__(self) -> None:
+        import subprocess
+        import sys
+        self.owner = os.getpid()
+        self.process = subprocess.Popen([sys.executable, "-P", self.SCRIPT], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, start_new_session=True)
+        _workers.append(self)
+
+    def compress(self, data: bytes) -> bytes:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        try:
+            self.process.stdin.write(len(data).to_bytes(8, "big"))
+            self.process.stdin.write(data)
+            self.process.stdin.flush()
+            size = int.from_bytes(self._read(8), "big")
+            return self._read(size)
+        except (OSError, EOFError) as exc:
+            code = self.process.poll()
+            raise CompressorGone(f"gzip: the compressing process ended (exit code {code}): {exc}") from None
+
+    def _read(self, size: int) -> bytes:
+        assert self.process.stdout is not None
+        data = self.process.stdout.read(size)
+        if len(data) != size:
+            raise EOFError(f"{len(data)} of {size} bytes")
+        return data
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        self.process.wait()
+
+
+class CompressorGone(RuntimeError):
+    """A compressing process ended (killed, out of memory) before it answered."""
+
+
+_local = threading.local()
+_workers: list[GzipWorker] = []
+
+
+@atexit.register
+def _close_workers() -> None:
+    for worker in _workers:
+        try:
+            if worker.owner == os.getpid():
+                worker.close()
+        except OSError:
+            pass
 
 
 VOTES = 2  # equal compressions of a member needed before its bytes are used
@@ -92,18 +164,12 @@ class CompressorDisagrees(RuntimeError):
 
 def agreed_member(data: bytes, first: Future[bytes], second: Future[bytes]) -> bytes:
     """The bytes that two compressions of ``data`` agree on: ``first`` and ``second`` (two
-    tasks of the pool, so usually two threads on two cores), then more in this thread until
-    some result has `VOTES`.
+    tasks of the pool, so usually two worker processes), then more until some result has
+    `VOTES` (a vote in a third thread, so a third process).
 
-    ISA-L does not promise the same bytes for the same input (intel/isa-l#140), and in a busy
-    build process it did not always give them: about one 1 MiB member in ten thousand came
-    out other, valid bytes (the first block's Huffman header differing), which changed a
-    layer's digest in one gpu-image build of four, and the golden test in CI. Compressing
-    that member again, alone, always gave the usual bytes, as did every quiet loop over the
-    whole layer, and two compressions one after the other in one thread once agreed on the
-    odd bytes, so the two votes come from two tasks. The second compression is one more
-    ISA-L pass (about 2 ms a MiB of one core); a digest that differs between two builds of
-    one lock costs a re-push and the promise of reproducible images."""
+    Compression is in worker processes (`gzip_member` says why); the vote stays as the check
+    that they hold to it: a disagreement is counted (`disagreements`) and settled, and six
+    results without two equal fail the layer instead of writing bytes no other build would."""
     global _disagreements
     outputs = [first.result(), second.result()]
     while True:

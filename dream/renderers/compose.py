@@ -121,7 +121,8 @@ def _notes(plan: Plan, volumes: Mapping[str, Mapping[str, list[str]]], network: 
                      "failure only marks the container unhealthy")
     if any(s["env_files"] for s in services):
         notes.append("env files are read by Compose's own dotenv reader (it may expand ${VAR} and "
-                     "quotes otherwise than dream's)")
+                     "quotes otherwise than dream's), and rank below the deployment's env and PORT "
+                     "(dream ranks them above)")
     if network == "bridge":
         notes.append("bridge network: services reach each other by service name, not 127.0.0.1; only "
                      "declared ports are published, not each instance's PORT")
@@ -206,7 +207,9 @@ def render(plan: Plan, target: Target) -> list[File]:
         document["volumes"] = {name: {} for name in volumes}
     out = target.out / "compose.yaml"
     header = [f"# Deployment {plan['name']}, rendered by dream (`doit render:compose`); do not edit.",
-              f"# Run: doit run:compose -d {plan['name']}   (or: docker-compose -p {plan['name']} -f {out} up)",
+              f"# Run: doit run:compose -d {plan['name']}   (or, once `doit load:{plan['name']}-<service>` loaded "
+              "every service's image:",
+              f"#      docker-compose -p {plan['name']} -f {out} up)",
               "# Each container runs dream's supervisor with its service's plan (command, env, user,",
               "# working_dir, config files, volumes, liveness, replicas). What Compose cannot express:"]
     header += [f"# - {note}" for note in _notes(plan, volumes, network)]

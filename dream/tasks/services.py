@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -107,12 +108,26 @@ def _fetch(store: Store, descriptor: Descriptor) -> None:
     fetch_blob(store, descriptor)
 
 
-def service_images(deployment: Deployment) -> tuple[Store, dict[str, Descriptor]]:
-    """Each service's image written and tagged in the store (dream/managers/images.py)."""
-    from dream.managers.images import build_service_images
-    from dream.store import open_store
-    store = open_store(fetch=_fetch)
-    return store, build_service_images(store, deployment)
+
+
+def tag_clashes(deployments: dict[str, Deployment], images: set[str]) -> dict[tuple[str, str], str]:
+    """(deployment, service) → the line that refuses its image: its store tag
+    ``<deployment>-<service>`` is a recipe's image (building it would move that tag) or the
+    tag of another deployment's service (``a``/``b-c`` and ``a-b``/``c``)."""
+    from dream.services.per_service import image_tag
+    owners: dict[str, list[tuple[str, str]]] = {}
+    for deployment in deployments.values():
+        for service in deployment.services:
+            owners.setdefault(image_tag(deployment.name, service), []).append((deployment.name, service))
+    clashes = {}
+    for tag, pairs in owners.items():
+        if tag in images or len(pairs) > 1:
+            others = [f"image {tag}"] if tag in images else []
+            others += [f"service {s} of deployment {d}" for d, s in pairs]
+            for pair in pairs:
+                clashes[pair] = (f"the image tag {tag} would name {' and '.join(others)}; "
+                                 "rename the deployment or the service")
+    return clashes
 
 
 class Services:
@@ -125,6 +140,21 @@ class Services:
         self.renderers = renderers([*BUILT_IN_RENDERERS, IMAGES], recipes)
         self.managers = managers(BUILT_IN_MANAGERS, recipes)
         self.push_targets = {recipe.name: list(recipe.image.get("push", [])) for recipe in recipes}
+        self.clashes = tag_clashes(self.deployments, self.images)
+
+    def service_images(self, deployment: Deployment) -> tuple[Store, dict[str, Descriptor]]:
+        """Each service's image written and tagged in the store (dream/managers/images.py):
+        not for a recipe without layers, nor under a tag that is another image's."""
+        from dream.managers.images import build_service_images
+        from dream.store import open_store
+        if deployment.recipe not in self.images:
+            raise DreamError(f"deployment {deployment.name}: its recipe {deployment.recipe} has no layers, so "
+                             "there is no image to run its services in (add a Debian layer with python3)")
+        for service in deployment.services:
+            if (deployment.name, service) in self.clashes:
+                raise DreamError(self.clashes[deployment.name, service])
+        store = open_store(fetch=_fetch)
+        return store, build_service_images(store, deployment)
 
     # -- what the tasks share ----------------------------------------------------------------
 
@@ -156,20 +186,24 @@ class Services:
         renderer: Renderer = plugin.load()
         return renderer
 
-    def files(self, deployment: Deployment, name: str) -> tuple[Path, list[File]]:
+    def files(self, deployment: Deployment, name: str, pushed: bool = True) -> tuple[Path, list[File]]:
         """Where the renderer ``name`` writes ``deployment``, and what (computed, not written);
-        images the store records as pushed are named by digest."""
+        with ``pushed``, images the store records as pushed are named by digest."""
         from dream.managers import host
         from dream.store import Store
         from dream.store.layout import store_path
         where = store_path()
-        store = Store(where) if (where / "index.json").is_file() else None  # no store: local tags
+        store = Store(where) if pushed and (where / "index.json").is_file() else None  # else local tags
+        plugin = self.renderers[name]
+        if plugin.value:  # a plugin's render: its failure is one line naming it
+            found: tuple[Path, list[File]] = plugin.call(host.rendered, deployment, self.root, self.renderer(name), name, store)
+            return found
         return host.rendered(deployment, self.root, self.renderer(name), name, store)
 
-    def write(self, deployment: Deployment, name: str) -> Path:
+    def write(self, deployment: Deployment, name: str, pushed: bool = True) -> Path:
         """Render and write; say what was written, as a path from the project."""
         from dream.managers import host
-        out, files = self.files(deployment, name)
+        out, files = self.files(deployment, name, pushed)
         host.write_files(out, files)
         where = os.path.relpath(out, self.root)
         if name == "procfile":
@@ -187,7 +221,7 @@ class Services:
         def render(deployment: str) -> None:
             chosen = pick(self.deployments, deployment)
             if needs_image:
-                report_images(chosen, service_images(chosen)[1])
+                report_images(chosen, self.service_images(chosen)[1])
             self.write(chosen, name)
             return None
 
@@ -209,7 +243,7 @@ class Services:
         def build(deployment: str) -> None:
             self.refuse_conflict(self.renderers, IMAGES)
             chosen = pick(self.deployments, deployment)
-            report_images(chosen, service_images(chosen)[1])
+            report_images(chosen, self.service_images(chosen)[1])
 
         def always(task: Any) -> bool:
             self.build_first(task, self.chosen(task))
@@ -242,9 +276,9 @@ class Services:
             self.refuse_conflict(self.managers, "compose")
             chosen = pick(self.deployments, deployment)
             ComposeManager().executable()  # no docker-compose: one line before any image is built
-            store, images = service_images(chosen)
+            store, images = self.service_images(chosen)
             report_images(chosen, images)
-            out = self.write(chosen, "compose")
+            out = self.write(chosen, "compose", pushed=False)  # it runs what it loads: the local tags
             manager: Manager = ComposeManager(store, images, remove_volumes=volumes)
             code = manager.up(build_plan(chosen), out, self.root)
             return None if code == 0 else TaskFailed(f"deployment {chosen.name}: docker-compose exit code {code}")
@@ -269,7 +303,11 @@ class Services:
             renders = getattr(manager, "renders", None)
             out = self.write(chosen, renders) if renders else None
             sys.stdout.flush()
-            code = manager.up(build_plan(chosen), out, self.root)
+            plan = build_plan(chosen)
+            try:
+                code = plugin.call(manager.up, plan, out, self.root)
+            except KeyboardInterrupt:  # Ctrl-C takes down what up started, when the manager can
+                code = plugin.call(manager.down, plan, out, self.root) if callable(getattr(manager, "down", None)) else 130
             return None if code == 0 else TaskFailed(f"deployment {chosen.name}: manager {plugin.name} exit code {code}")
 
         return {"basename": f"run:{plugin.name}", "actions": [run], "params": [DEPLOYMENT_PARAM],
@@ -304,23 +342,24 @@ class Services:
                 tasks.append(task)
         return tasks
 
-    @staticmethod
-    def _load(deployment: Deployment, service: str) -> None:
+    def _load(self, deployment: Deployment, service: str) -> None:
         from dream.managers.compose import ComposeManager
-        store, images = service_images(deployment)
+        store, images = self.service_images(deployment)
         ComposeManager(store, {service: images[service]}).load_images(deployment.name)
 
     def _push(self, deployment: Deployment, service: str, to: list[str]) -> None:
         from dream.oci.reference import parse_reference
         from dream.registry.push import push_image
         from dream.services.per_service import image_tag
-        targets = [parse_reference(t, "push target") for t in (to or self.push_targets[deployment.recipe])]
+        # A tag is honoured from --to only: image.push's tag is the recipe image's, not a service's.
+        targets = [parse_reference(t, "push target") for t in to] or [
+            replace(parse_reference(t, "push target"), tag="") for t in self.push_targets[deployment.recipe]]
         if not targets:
             raise DreamError(f"nowhere to push {image_tag(deployment.name, service)}: set image.push in "
                              f"the recipe of {deployment.name} or give --to host/repository")
         if any(t.digest for t in targets):
             raise DreamError("a push target is a repository, with a tag at most, not a digest")
-        store, images = service_images(deployment)
+        store, images = self.service_images(deployment)
         with store.lock("store", shared=True):
             for target in targets:
                 print(push_image(store, images[service], target,

@@ -252,7 +252,7 @@ def test_header_lists_what_compose_cannot_express(tmp_path: Path) -> None:
         "healthchecks go on after the first pass (dream stops probing then); a later failure only marks "
         "the container unhealthy",
         "env files are read by Compose's own dotenv reader (it may expand ${VAR} and quotes otherwise "
-        "than dream's)",
+        "than dream's), and rank below the deployment's env and PORT (dream ranks them above)",
         "vol-cache: wiped as each container that wipes it starts (app, worker), engine restarts "
         "included, not once per deployment start",
         "db: initial_delay is the healthcheck's start_period: failures in it do not count, but a pass "

@@ -213,3 +213,18 @@ def test_without_the_recipe_image_it_says_how_to_build_it(tmp_path: Path) -> Non
 def test_service_references(tmp_path: Path) -> None:
     assert service_references(deployment(tmp_path)) == {
         "db": "db-app-db:latest", "app": "db-app-app:latest", "tool": "db-app-tool:latest"}
+
+
+def test_a_service_without_a_user_runs_as_the_recipe_images_user(tmp_path: Path) -> None:
+    """The per-service image starts the supervisor as root; the service itself runs as it would
+    in the recipe's image (``User: app``), or as the user it names."""
+    import json
+    store, _ = base_store(tmp_path / "store")
+    images = build_service_images(store, deployment(tmp_path))
+    users = {}
+    for name in ("db", "tool"):
+        manifest, config = manifest_and_config(store, images[name])
+        assert config["config"]["User"] == "root"
+        plan = members(store, manifest["layers"][-1])[f"etc/dream/services/db-app-{name}.json"]
+        users[name] = json.loads(plan)["services"][0]["user"]  # type: ignore[arg-type]
+    assert users == {"db": "nobody", "tool": "app"}

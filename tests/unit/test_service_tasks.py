@@ -164,6 +164,12 @@ def test_render_compose_without_the_recipe_image_names_the_build(root: Path, tmp
     assert "deployment tinyd runs in image tiny, which is not built; run `doit build:tiny`" in str(failed)
 
 
+def test_a_deployment_whose_recipe_has_no_layers_gets_no_service_images_and_says_why(root: Path) -> None:
+    failed = run(chosen(tasks(root)["render:images"], "-d", "two"))
+    assert ("deployment two: its recipe svc has no layers, so there is no image to run its services in "
+            "(add a Debian layer with python3)") in str(failed)
+
+
 def test_written_compares_text_mode_and_leftover_config(tmp_path: Path) -> None:
     files = [File("config/a/x.conf", "x\r\n"), File("top.txt", "t\n", 0o600)]
     assert not host.written(tmp_path, files)
@@ -199,12 +205,17 @@ def test_every_renderer_gets_the_images_and_its_options(root: Path) -> None:
 class FakeProcess:
     def __init__(self, argv: list[str], log: list[Any], codes: list[Any]) -> None:
         self.argv, self.log, self.codes = argv, log, codes
+        self.returncode: int | None = None
 
     def wait(self) -> int:
         outcome = self.codes.pop(0)
         if isinstance(outcome, BaseException):
             raise outcome
-        return int(outcome)
+        self.returncode = int(outcome)
+        return self.returncode
+
+    def poll(self) -> int | None:
+        return self.returncode
 
     def send_signal(self, signum: int) -> None:
         self.log.append(("signal", self.argv[5], signum))  # the verb, after -p D -f F
@@ -246,6 +257,15 @@ def test_ctrl_c_stops_compose_once_then_down_keeps_volumes_and_is_success() -> N
     twice = Runner(up=[KeyboardInterrupt(), KeyboardInterrupt(), 137], down=[KeyboardInterrupt(), 0])
     assert manager(twice).up(PLAN, FILES, Path("/p")) == 0  # Ctrl-C during down: down still finishes
     assert [entry for entry in twice.log if entry[0] == "signal"] == [("signal", "up", signal.SIGINT)] * 2
+
+
+def test_whatever_ends_the_wait_compose_is_stopped_and_taken_down() -> None:
+    """An interrupt that lands outside the wait's own handler (while printing) must not leave
+    compose running without its ``down``."""
+    runner = Runner(up=[RuntimeError("between two waits"), 0], down=[0])
+    with pytest.raises(RuntimeError, match="between two waits"):
+        manager(runner).up(PLAN, FILES, Path("/p"))
+    assert ("signal", "up", signal.SIGINT) in runner.log and runner.log[-1][-1] == "down"
 
 
 def test_down_removes_volumes_only_when_asked() -> None:
@@ -364,3 +384,17 @@ def test_run_compose_without_docker_compose_says_so_and_builds_nothing(tmp_path:
     assert ("docker-compose is not installed; install Debian's docker-compose (apt-get install "
             "docker-compose) to run a deployment with run:compose") in run.stdout
     assert "build:tiny" not in run.stdout and "Traceback" not in run.stdout + run.stderr
+
+
+def test_a_service_image_tag_that_is_another_images_is_refused_by_name() -> None:
+    from types import SimpleNamespace
+
+    from dream.tasks.services import tag_clashes
+    deployments = {"a": SimpleNamespace(name="a", services={"b-c": {}, "x": {}}),
+                   "a-b": SimpleNamespace(name="a-b", services={"c": {}}),
+                   "web": SimpleNamespace(name="web", services={"app": {}})}
+    clashes = tag_clashes(deployments, {"web-app"})  # type: ignore[arg-type]
+    assert set(clashes) == {("a", "b-c"), ("a-b", "c"), ("web", "app")}
+    assert clashes["a", "b-c"] == ("the image tag a-b-c would name service b-c of deployment a and service c "
+                                   "of deployment a-b; rename the deployment or the service")
+    assert clashes["web", "app"].startswith("the image tag web-app would name image web-app and service app")
