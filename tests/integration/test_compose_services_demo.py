@@ -1,7 +1,9 @@
 """recipes/services-demo.yaml under Docker Compose, on the real engine with Debian's
-docker-compose: `doit render:compose` writes a file compose itself accepts and is up to date
-the second time; with a readiness probe that never passes, `docker-compose ps` shows Redis
-unhealthy and the app (which waits for `healthy`) is never started; Ctrl-C runs `down`."""
+docker-compose: as committed, `doit run:compose` serves the app's hit counter from Redis on
+127.0.0.1 and Ctrl-C ends it with exit code 0 and no container left; `doit render:compose`
+writes a file compose itself accepts and is up to date the second time; with a readiness probe
+that never passes, `docker-compose ps` shows Redis unhealthy and the app (which waits for
+`healthy`) is never started."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Iterator
 
@@ -24,19 +27,64 @@ pytestmark = pytest.mark.integration
 DEPLOYMENT = "db-app"
 
 
+def services_demo(base: Path) -> Project:
+    require("apt-get")
+    require("docker-compose")
+    require_docker()
+    project = make_project(base, with_demo=False)
+    for name in ("services-demo.yaml", "services-demo.lock.json"):
+        shutil.copy(REPO / "recipes" / name, project.root / "recipes" / name)
+    shutil.copytree(REPO / "recipes" / "services-demo", project.root / "recipes" / "services-demo")
+    return project
+
+
+def remove_volumes() -> None:
+    """`down` keeps the named volumes, as it should; the test's own go."""
+    volumes = subprocess.run(["docker", "volume", "ls", "-q", "--filter",
+                              f"label=com.docker.compose.project={DEPLOYMENT}"],
+                             capture_output=True, text=True, check=True).stdout.split()
+    if volumes:
+        subprocess.run(["docker", "volume", "rm", *volumes], capture_output=True, check=True)
+
+
+def start(project: Project) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "doit", "run:compose"], cwd=project.root, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "DREAM_STORE": str(project.store), "PYTHONUNBUFFERED": "1"})
+
+
+def test_services_demo_as_committed_counts_hits_in_redis_and_ctrl_c_ends_it(tmp_path: Path) -> None:
+    project = services_demo(tmp_path / "p")
+    assert not containers(), "a db-app compose project is already on the engine"
+    run = start(project)
+    try:
+        deadline, answer = time.monotonic() + 180, ""
+        while time.monotonic() < deadline and "hits" not in answer:
+            assert run.poll() is None, run.communicate()[0]
+            time.sleep(0.5)
+            try:  # the app's PORT: port_base 5000 + 100 × its place (redis, app)
+                with urllib.request.urlopen("http://127.0.0.1:5100/", timeout=2) as response:
+                    answer = response.read().decode()
+            except OSError:
+                continue
+        assert "hits" in answer, answer
+        assert {name: state["health"] for name, state in containers().items()} == \
+            {"redis": "healthy", "app": "healthy"}
+    finally:
+        run.send_signal(signal.SIGINT)
+        output, _ = run.communicate(timeout=60)
+        remove_volumes()
+    assert run.returncode == 0, output
+    assert not containers(), output
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     """services-demo whose database never becomes ready: its readiness probe always fails, and
     its process ignores SIGTERM, so that after the probe failed it stays (unhealthy) for its
     15 s grace instead of ending at once and being restarted. Probes and commands are not
     inputs of the Debian layer: the lock stays valid."""
-    require("apt-get")
-    require("docker-compose")
-    require_docker()
-    project = make_project(tmp_path_factory.mktemp("compose") / "p", with_demo=False)
-    for name in ("services-demo.yaml", "services-demo.lock.json"):
-        shutil.copy(REPO / "recipes" / name, project.root / "recipes" / name)
-    shutil.copytree(REPO / "recipes" / "services-demo", project.root / "recipes" / "services-demo")
+    project = services_demo(tmp_path_factory.mktemp("compose") / "p")
     recipe = project.root / "recipes" / "services-demo.yaml"
     text = recipe.read_text()
     assert "\nservices:\n  app:\n" in text
@@ -49,11 +97,7 @@ services:
   app:
 """))
     yield project
-    volumes = subprocess.run(["docker", "volume", "ls", "-q", "--filter",
-                              f"label=com.docker.compose.project={DEPLOYMENT}"],
-                             capture_output=True, text=True, check=True).stdout.split()
-    if volumes:  # `down` keeps volumes, as it should; the test's own go
-        subprocess.run(["docker", "volume", "rm", *volumes], capture_output=True, check=True)
+    remove_volumes()
 
 
 def compose_file(project: Project) -> Path:
@@ -88,9 +132,7 @@ def test_render_compose_is_valid_for_docker_compose_and_up_to_date_the_second_ti
 
 def test_an_unhealthy_database_holds_back_the_app_and_ctrl_c_leaves_nothing(demo: Project) -> None:
     assert not containers(), "a db-app compose project is already on the engine"
-    run = subprocess.Popen([sys.executable, "-m", "doit", "run:compose"], cwd=demo.root, text=True,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           env={**os.environ, "DREAM_STORE": str(demo.store), "PYTHONUNBUFFERED": "1"})
+    run = start(demo)
     try:
         deadline = time.monotonic() + 120
         seen: dict[str, dict[str, str]] = {}
