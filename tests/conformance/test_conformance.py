@@ -147,8 +147,10 @@ def test_env_service(runs: Runs, manager: str) -> None:
 
 @pytest.mark.parametrize("manager", cases("port"))
 def test_port(runs: Runs, manager: str) -> None:
-    # The answer was asked for on 127.0.0.1:APP_PORT, the port the app declares.
-    each(runs, manager, lambda run: holds(isinstance(answer(run).get("starts"), int), str(run.answer)))
+    # The answer was asked for on 127.0.0.1:APP_PORT, the port the app declares; its PORT is
+    # the host's rule in every manager (port_base 5000 + 100 × its place, the third service).
+    each(runs, manager, lambda run: holds(isinstance(answer(run).get("starts"), int)
+                                          and answer(run).get("port_env") == "5200", str(run.answer)))
 
 
 @pytest.mark.parametrize("manager", cases("config_file"))
