@@ -34,7 +34,7 @@ from dream.boundary import guard_creator
 from dream.builders import BUILDERS, BuildContext, Part
 from dream.errors import DreamError, UserErrors
 from dream.lock import Upgrade, locked_inputs, read_lock, write_lock
-from dream.oci.compress import CODECS
+from dream.oci.compress import CODECS, disagreements
 from dream.oci.image import source_date_epoch, write_image
 from dream.oci.layer import build_layer, tree_size
 from dream.progress import bar
@@ -161,9 +161,13 @@ class LayerJob:
         with ctx.scratch() as scratch:
             tree = self.part.tree(ctx, scratch)
             label = f"{self.image.recipe.name}/{self.name}"
+            settled = disagreements()
             with bar(label, tree_size(tree)) as advance:
                 descriptor = build_layer(tree, self.codec, source_date_epoch(), store, advance)
-        print(f"{label}: {descriptor.digest} ({descriptor.size:,} bytes)")
+            settled = disagreements() - settled
+        print(f"{label}: {descriptor.digest} ({descriptor.size:,} bytes)"
+              + (f"; gzip: while it was built, {settled} member(s) compressed again until two results agreed"
+                 if settled else ""))
         return descriptor
 
     def planned_downloads(self, store: Store) -> Callable[[], list[Download]] | None:
