@@ -117,6 +117,8 @@ class GzipWorker:
                 pass  # above /proc/sys/fs/pipe-max-size: slower, the same bytes
 
     def compress(self, data: bytes) -> bytes:
+        """One exchange; anything that breaks it off halfway (an error, an interrupt) retires
+        this worker, so that no later member is answered with an earlier one's bytes."""
         assert self.process.stdin is not None and self.process.stdout is not None
         try:
             self.process.stdin.write(len(data).to_bytes(8, "big"))
@@ -124,9 +126,14 @@ class GzipWorker:
             self.process.stdin.flush()
             size = int.from_bytes(self._read(8), "big")
             return self._read(size)
-        except (OSError, EOFError) as exc:
-            code = self.process.poll()
-            raise CompressorGone(f"gzip: the compressing process ended (exit code {code}): {exc}") from None
+        except BaseException as exc:
+            self.process.kill()
+            if getattr(_local, "worker", None) is self:
+                _local.worker = None
+            if isinstance(exc, (OSError, EOFError)):
+                code = self.process.wait()
+                raise CompressorGone(f"gzip: the compressing process ended (exit code {code}): {exc}") from None
+            raise
 
     def _read(self, size: int) -> bytes:
         assert self.process.stdout is not None

@@ -319,3 +319,31 @@ def test_every_member_is_compressed_twice(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(layer_module, "gzip_member", counted)
     encode(iter([sample(3 * MEMBER + 5)]), GZIP, Memory())
     assert sorted(calls) == sorted([MEMBER, MEMBER, MEMBER, 5] * 2)
+
+
+def test_an_exchange_broken_off_retires_its_worker_and_the_next_member_is_right() -> None:
+    """A worker whose exchange was cut halfway (here its answer is never read) must not answer
+    the next member with the old one's bytes: the thread gets a fresh worker."""
+    from isal import isal_zlib
+
+    first, second = sample(MEMBER, seed=3), sample(MEMBER, seed=4)
+    compress_module.gzip_member(first)  # this thread's worker exists
+    worker = compress_module._local.worker
+
+    def cut_off(size: int) -> bytes:
+        raise KeyboardInterrupt
+
+    worker._read = cut_off  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        worker.compress(first)
+    assert worker.process.wait(timeout=10) != 0 and compress_module._local.worker is None
+    assert compress_module.gzip_member(second) == isal_zlib.compress(second, 1, 31)
+
+
+def test_a_worker_that_dies_is_one_clear_error() -> None:
+    compress_module.gzip_member(b"x")
+    worker = compress_module._local.worker
+    worker.process.kill()
+    worker.process.wait()
+    with pytest.raises(compress_module.CompressorGone, match="the compressing process ended"):
+        worker.compress(sample(MEMBER))
