@@ -48,9 +48,36 @@ def image_check(image: ImageJob) -> Check:
                  lambda: image_uptodate(image))
 
 
-def loaded_check(image: ImageJob) -> Check:
-    return Check(f"the Docker engine's {image.recipe.name} tags are the store's image",
-                 lambda: loaded_uptodate(image))
+DOCKER, PODMAN = "docker", "podman"
+INTO_PARAM = {"name": "into", "long": "into", "default": DOCKER,
+              "choices": ((DOCKER, "the Docker engine"), (PODMAN, "podman's image storage")),
+              "help": "where to load the image: docker (default) or podman"}
+
+
+def loader(into: str) -> Callable[[Store, Descriptor, str, list[str]], Any]:
+    """The function that loads an image from the store into ``into`` (docker or podman); both
+    pull it from the store served on 127.0.0.1, so each takes only the layers it lacks."""
+    if into == PODMAN:
+        from dream.managers.podman import load_into_podman
+        return load_into_podman
+    from dream.engine import load
+    return load
+
+
+class LoadedCheck:
+    """``load:<image>`` is up to date when the engine ``--into`` names holds every tag as this
+    store's image (an uptodate check given the Task, so it reads ``--into``)."""
+
+    def __init__(self, image: ImageJob) -> None:
+        self.image = image
+
+    def __call__(self, task: Any) -> bool:
+        if task.options is None:  # a task doit did not parse a command line for
+            task.init_options()
+        return loaded_uptodate(self.image, task.options.get("into", DOCKER))
+
+    def __repr__(self) -> str:
+        return f"the engine's {self.image.recipe.name} tags are the store's image"
 
 
 def built_layers(image: ImageJob, store: Store) -> list[tuple[str, str, Descriptor]] | None:
@@ -78,16 +105,18 @@ def image_uptodate(image: ImageJob) -> bool:
         return False
 
 
-def loaded_uptodate(image: ImageJob) -> bool:
-    """True when the engine's ``name:tag`` for every tag is this store's image; never raises."""
+def loaded_uptodate(image: ImageJob, into: str = DOCKER) -> bool:
+    """True when the engine's ``name:tag`` for every tag is this store's image; never raises.
+    (docker's image ID is the config's digest; podman's is its hex, its local names ``localhost/``.)"""
     try:
         store = Store(store_path())
         tagged = store.tagged(image.recipe.name)
         if tagged is None:
             return False
         config = store.read_json(tagged.digest)["config"]["digest"]
-        refs = [f"{image.recipe.name}:{tag}" for tag in image.recipe.image["tags"]]
-        run = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", *refs],
+        prefix, config = ("localhost/", config.split(":")[1]) if into == PODMAN else ("", config)
+        refs = [f"{prefix}{image.recipe.name}:{tag}" for tag in image.recipe.image["tags"]]
+        run = subprocess.run([into, "image", "inspect", "--format", "{{.Id}}", *refs],
                              capture_output=True, text=True, timeout=30)
         return run.returncode == 0 and run.stdout.split() == [config] * len(refs)
     except (DreamError, OSError, ValueError, KeyError, subprocess.SubprocessError):

@@ -14,7 +14,8 @@ export DEBIAN_FRONTEND=noninteractive
 need=()
 for tool in dockerd:docker.io skopeo:skopeo umoci:umoci gcc:gcc redis-server:redis-server \
             ssh-keygen:openssh-client docker-registry:docker-registry \
-            qemu-aarch64-static:qemu-user-static docker-compose:docker-compose; do
+            qemu-aarch64-static:qemu-user-static docker-compose:docker-compose \
+            podman:podman catatonit:catatonit kubectl:kubernetes-client; do
   command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
 python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
@@ -35,6 +36,14 @@ venv="${DREAM_TEST_VENV:-.dream/test-venv}"
 python3 -m venv --clear "$venv"
 "$venv/bin/python" -m pip install --quiet --quiet --disable-pip-version-check -e '.[test]'
 export PATH="$PWD/$venv/bin:$PATH"
+# podman (run:podman-kube, load --into podman) on these machines: runc (crun refuses the hybrid
+# cgroup setup) and default ulimits below the hard limits a container may set (podman's own
+# defaults fail with "setrlimit ... operation not permitted"). A file of the suite's own, not the
+# machine's containers.conf.
+mkdir -p .dream
+printf '[containers]\ndefault_ulimits = ["nofile=20000:20000", "nproc=20000:20000"]\n[engine]\nruntime = "runc"\n' \
+  >.dream/containers.conf
+export CONTAINERS_CONF="$PWD/.dream/containers.conf"
 
 started_dockerd=""
 if ! docker info >/dev/null 2>&1; then

@@ -13,7 +13,7 @@ import os
 import shutil
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Mapping
 
 from dream.errors import DreamError
 from dream.managers.base import Manager
@@ -62,17 +62,19 @@ def write_files(out: Path, files: list[File]) -> None:
 
 
 def rendered(deployment: Deployment, root: Path, renderer: Renderer, name: str = "",
-             store: Store | None = None) -> tuple[Path, list[File]]:
+             store: Store | None = None, options: Mapping[str, Any] | None = None) -> tuple[Path, list[File]]:
     """What rendering ``deployment`` for running from ``root`` writes, and where: the renderer's
     files plus the plan as ``plan.json``, for ``build/<deployment>/<name>/`` (``name``: the
-    renderer's, unless a plugin was declared under another). Every renderer gets the same
-    `Target`: the env files' variables, each service's image reference and the deployment's
-    settings for it (``compose: {...}``); with ``store``, an image pushed is named by digest."""
+    renderer's, unless a plugin was declared under another, or a manager renders for itself:
+    ``podman-kube``). Every renderer gets the same `Target`: the env files' variables, each
+    service's image reference and the deployment's settings for it (``compose: {...}``, or
+    ``options`` when given); with ``store``, an image pushed is named by digest."""
     name = name or renderer.name
     out = root / RENDER_DIR / deployment.name / name
     plan = build_plan(deployment)
+    settings = deployment.options.get(name, {}) if options is None else options
     target = Target(root=root, out=out, env_files=read_env_files(plan, root),
-                    images=service_references(deployment, store), options=deployment.options.get(name, {}))
+                    images=service_references(deployment, store), options=settings)
     return out, [*renderer.render(plan, target), File("plan.json", plan_json(plan))]
 
 

@@ -14,6 +14,9 @@ from typing import Any
 from dream.recipe.rules import ABSOLUTE, ENV_NAME_RE, MODE_RE, RELATIVE, SIGNAL_RE, doc, form, to_text
 from dream.supervisor.plan import signal_number
 
+K8S_LABEL_RE = form(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$", "a DNS label: at most 63 lowercase letters, digits and -, "
+                    "starting and ending with a letter or digit")
+K8S_QUANTITY_RE = form(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$", "a Kubernetes quantity such as 512Mi or 10Gi")
 SERVICE_NAME_RE = form(r"^[a-z0-9][a-z0-9_-]*$", "a name of lowercase letters, digits, _ -, starting with a letter or digit")
 CONDITIONS = ("started", "healthy", "completed_successfully")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -264,6 +267,32 @@ COMPOSE = {
     },
 }
 
+KUBERNETES = {
+    "type": "dict", "default": {},
+    **doc("How `render:kubernetes` renders this deployment (docs/renderers.md).", {}),
+    "schema": {
+        "network": {"type": "string", "allowed": ["host", "cluster"], "default": "host",
+                    **doc("`host`: every pod on its node's network (`hostNetwork`), so services "
+                           "reach each other on loopback as on the host, on the host's ports; "
+                           "`cluster`: the pod network, services reach each other by their "
+                           "Service's name (`<deployment>-<service>`).", "host")},
+        "namespace": {"type": "string", "regex": K8S_LABEL_RE,
+                      **doc("The namespace of every object; default: the one `kubectl` is set to.")},
+        "images": {"type": "string", "allowed": ["pushed", "local"], "default": "pushed",
+                   **doc("`pushed`: each container runs its service's image by digest from the "
+                          "registry `doit push:<deployment>-<service>` sent it to; `local`: the "
+                          "local tag `<deployment>-<service>:latest`, never pulled "
+                          "(`imagePullPolicy: Never`).", "pushed")},
+        "storage": {"type": "string", "regex": K8S_QUANTITY_RE, "default": "1Gi",
+                    **doc("The size each persistent volume's PersistentVolumeClaim requests.", "1Gi")},
+        "storage_class": {"type": "string", "regex": K8S_LABEL_RE,
+                          **doc("The PersistentVolumeClaims' `storageClassName`; default: the cluster's.")},
+        "runtime_class": {"type": "string", "regex": K8S_LABEL_RE,
+                          **doc("`runtimeClassName` of the pods that request GPUs (e.g. `nvidia`, "
+                                 "which NVIDIA's GPU operator creates); default: none.")},
+    },
+}
+
 DEPLOYMENT = {
     "type": "dict",
     "schema": {
@@ -283,10 +312,11 @@ DEPLOYMENT = {
                     **doc("Write each process's raw output to `<log_dir>/<service>.<n>.log` too (a "
                            "relative path below the deployment's root, as for `volumes`).")},
         "compose": COMPOSE,
+        "kubernetes": KUBERNETES,
     },
 }
 
-RENDERER_OPTIONS = {"compose": COMPOSE}  # deployment keys that hold one renderer's settings
+RENDERER_OPTIONS = {"compose": COMPOSE, "kubernetes": KUBERNETES}  # deployment keys that hold one renderer's settings
 
 
 def option_defaults(rule: dict[str, Any]) -> dict[str, Any]:

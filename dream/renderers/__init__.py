@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dream.renderers.base import Renderer
 from dream.renderers.compose import ComposeRenderer
+from dream.renderers.kubernetes import KubernetesRenderer
 from dream.renderers.procfile import ProcfileRenderer
 
-RENDERERS: dict[str, Renderer] = {"procfile": ProcfileRenderer(), "compose": ComposeRenderer()}
+RENDERERS: dict[str, Renderer] = {"procfile": ProcfileRenderer(), "compose": ComposeRenderer(),
+                                  "kubernetes": KubernetesRenderer()}

@@ -366,13 +366,12 @@ class ImageJob:
               f"({sum(d.size for d in missing):,} bytes); the store holds the whole image")
         return None
 
-    def load(self) -> None:
-        from dream.engine import load
+    def load(self, into: str = verbs.DOCKER) -> None:
         store = open_store(fetch=_fetch)
         with store.lock("store", shared=True):
             manifest = self.tagged(store)
             self.fetch_missing(store, manifest)  # a base layer may still be remote
-            loaded = load(store, manifest, self.recipe.name, self.recipe.image["tags"])
+            loaded = verbs.loader(into)(store, manifest, self.recipe.name, self.recipe.image["tags"])
         print(loaded)  # loaded name:tag, … (k of n layers sent, bytes): the engine took only what it lacked
         return None
 
@@ -425,12 +424,12 @@ def dodo_tasks(root: Path | None = None) -> dict[str, Callable[[], Any]]:
                                "distribution or layer to its newest fitting version (repeatable)"}]}
 
     def task_load() -> Any:
-        """load an image into the Docker engine (it pulls only the layers it lacks)"""
+        """load an image into the Docker engine or podman (it pulls only the layers it lacks)"""
         for image in jobs:
             name = image.recipe.name
-            yield {"name": name, "doc": f"load {name} into the Docker engine",
+            yield {"name": name, "doc": f"load {name} into the Docker engine (--into podman: podman's storage)",
                    "actions": [image.load], "task_dep": [f"build:{name}"], "verbosity": 2,
-                   "uptodate": [verbs.loaded_check(image)]}
+                   "params": [verbs.INTO_PARAM], "uptodate": [verbs.LoadedCheck(image)]}
 
     def task_push() -> Any:
         """push an image to registries (image.push, or --to host/repository)"""

@@ -1,10 +1,13 @@
 """The service tasks, each for one deployment (``-d NAME``):
 
-  render:procfile, render:compose   write build/<deployment>/<renderer>/ (and render:<plugin>)
+  render:procfile, render:compose,  write build/<deployment>/<renderer>/ (and render:<plugin>)
+  render:kubernetes
   render:images                     each service's image in the store, tagged <deployment>-<service>
   run:procfile                      the deployment here, under dream's supervisor
   run:compose                       the deployment under docker-compose (and run:<plugin>)
-  load:<deployment>-<service>       a service's image into the Docker engine
+  run:kubernetes                    kubectl apply of the rendered set, waiting for its rollout
+  run:podman-kube                   the rendered set under ``podman kube play``, here
+  load:<deployment>-<service>       a service's image into the Docker engine (--into podman)
   push:<deployment>-<service>       a service's image to registries
 
 Wiring only: a task picks the deployment, then a renderer (dream/renderers/, through
@@ -38,6 +41,7 @@ from doit.exceptions import TaskFailed
 from dream.errors import DreamError
 from dream.managers.plugins import Plugin, managers, renderers
 from dream.recipe.model import Deployment, Recipe
+from dream.verbs import INTO_PARAM, loader
 
 if TYPE_CHECKING:
     from dream.oci.descriptor import Descriptor
@@ -47,22 +51,19 @@ if TYPE_CHECKING:
 # dream.managers.host (the supervisor, the renderers) is imported by the actions only: every
 # doit command imports this module, and a `doit build` renders and runs nothing. So the names of
 # the built-ins are written here (a unit test holds them to RENDERERS).
-BUILT_IN_RENDERERS = ["procfile", "compose"]
+BUILT_IN_RENDERERS = ["procfile", "compose", "kubernetes"]
 IMAGES = "images"  # render:images: not a renderer, but no plugin may take its task's name
-BUILT_IN_MANAGERS = ["procfile", "compose"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "RENDER_DIR":
-        from dream.managers import host
-        return host.RENDER_DIR
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+BUILT_IN_MANAGERS = ["procfile", "compose", "kubernetes", "podman-kube"]
+CONTAINER_RENDERERS = ("compose", "kubernetes")  # their files name the per-service images
+PODMAN_KUBE = "podman-kube"  # run:podman-kube renders kubernetes with local images, here
 
 DEPLOYMENT_PARAM = {"name": "deployment", "short": "d", "long": "deployment", "default": "",
                     "help": "the deployment (default: $DREAM_DEPLOYMENT, the one marked default, "
                             "or the only one)"}
 VOLUMES_PARAM = {"name": "volumes", "long": "volumes", "type": bool, "default": False,
                  "help": "on the way down also remove the deployment's named volumes (its data)"}
+DOWN_PARAM = {"name": "down", "long": "down", "type": bool, "default": False,
+              "help": "delete what an earlier run applied (its PersistentVolumeClaims only with --volumes)"}
 
 
 def all_deployments(recipes: list[Recipe]) -> dict[str, Deployment]:
@@ -186,9 +187,11 @@ class Services:
         renderer: Renderer = plugin.load()
         return renderer
 
-    def files(self, deployment: Deployment, name: str, pushed: bool = True) -> tuple[Path, list[File]]:
+    def files(self, deployment: Deployment, name: str, pushed: bool = True,
+              out_name: str = "", options: dict[str, Any] | None = None) -> tuple[Path, list[File]]:
         """Where the renderer ``name`` writes ``deployment``, and what (computed, not written);
-        with ``pushed``, images the store records as pushed are named by digest."""
+        with ``pushed``, images the store records as pushed are named by digest. ``out_name``
+        and ``options``: another folder and other settings (a manager rendering for itself)."""
         from dream.managers import host
         from dream.store import Store
         from dream.store.layout import store_path
@@ -198,12 +201,13 @@ class Services:
         if plugin.value:  # a plugin's render: its failure is one line naming it
             found: tuple[Path, list[File]] = plugin.call(host.rendered, deployment, self.root, self.renderer(name), name, store)
             return found
-        return host.rendered(deployment, self.root, self.renderer(name), name, store)
+        return host.rendered(deployment, self.root, self.renderer(name), out_name or name, store, options)
 
-    def write(self, deployment: Deployment, name: str, pushed: bool = True) -> Path:
+    def write(self, deployment: Deployment, name: str, pushed: bool = True,
+              out_name: str = "", options: dict[str, Any] | None = None) -> Path:
         """Render and write; say what was written, as a path from the project."""
         from dream.managers import host
-        out, files = self.files(deployment, name, pushed)
+        out, files = self.files(deployment, name, pushed, out_name, options)
         host.write_files(out, files)
         where = os.path.relpath(out, self.root)
         if name == "procfile":
@@ -216,7 +220,7 @@ class Services:
 
     def render_task(self, plugin: Plugin) -> dict[str, Any]:
         name = plugin.name
-        needs_image = name == "compose"
+        needs_image = name in CONTAINER_RENDERERS
 
         def render(deployment: str) -> None:
             chosen = pick(self.deployments, deployment)
@@ -295,6 +299,63 @@ class Services:
                 "doc": "run a deployment (-d NAME) under docker-compose until Ctrl-C, then take it "
                        "down (volumes kept unless --volumes); builds and loads its images first"}
 
+    def kubernetes_task(self) -> dict[str, Any]:
+        def run(deployment: str, volumes: bool, down: bool) -> None | TaskFailed:
+            from dream.managers.base import Manager
+            from dream.managers.kubectl import KubectlManager
+            from dream.services.plan import build_plan
+            self.refuse_conflict(self.managers, "kubernetes")
+            chosen = pick(self.deployments, deployment)
+            kubectl = KubectlManager(remove_volumes=volumes)
+            kubectl.executable()  # no kubectl: one line before any image is built
+            manager: Manager = kubectl
+            plan = build_plan(chosen)
+            if down:  # what was applied, by its labels: nothing is built or rendered for that
+                from dream.managers.host import RENDER_DIR
+                code = manager.down(plan, self.root / RENDER_DIR / chosen.name / "kubernetes", self.root)
+            else:
+                report_images(chosen, self.service_images(chosen)[1])
+                out = self.write(chosen, "kubernetes")  # the images by digest, where they were pushed
+                code = manager.up(plan, out, self.root)
+            return None if code == 0 else TaskFailed(f"deployment {chosen.name}: kubectl exit code {code}")
+
+        def never(task: Any) -> bool:
+            chosen = self.chosen(task)  # (which parses the options)
+            if not task.options.get("down"):
+                self.build_first(task, chosen)
+            return False
+
+        return {"basename": "run:kubernetes", "actions": [run],
+                "params": [DEPLOYMENT_PARAM, VOLUMES_PARAM, DOWN_PARAM], "verbosity": 2,
+                "uptodate": [Check("never: it applies the deployment", never)],
+                "doc": "apply a deployment (-d NAME) to the current kubectl context and wait for its "
+                       "rollout (--down: delete it); its images must be pushed (push:<deployment>-<service>)"}
+
+    def podman_kube_task(self) -> dict[str, Any]:
+        def run(deployment: str, volumes: bool) -> None | TaskFailed:
+            from dream.managers.base import Manager
+            from dream.managers.podman import PodmanKubeManager
+            from dream.services.plan import build_plan
+            self.refuse_conflict(self.managers, PODMAN_KUBE)
+            chosen = pick(self.deployments, deployment)
+            PodmanKubeManager().executable()  # no podman: one line before any image is built
+            store, images = self.service_images(chosen)
+            report_images(chosen, images)
+            options = {**chosen.options.get("kubernetes", {}), "images": "local"}  # what it loads
+            out = self.write(chosen, "kubernetes", pushed=False, out_name=PODMAN_KUBE, options=options)
+            manager: Manager = PodmanKubeManager(store, images, remove_volumes=volumes)
+            code = manager.up(build_plan(chosen), out, self.root)
+            return None if code == 0 else TaskFailed(f"deployment {chosen.name}: podman exit code {code}")
+
+        def never(task: Any) -> bool:
+            self.build_first(task, self.chosen(task))
+            return False
+
+        return {"basename": f"run:{PODMAN_KUBE}", "actions": [run], "params": [DEPLOYMENT_PARAM, VOLUMES_PARAM],
+                "verbosity": 2, "uptodate": [Check("never: it runs the deployment", never)],
+                "doc": "run a deployment (-d NAME) here under `podman kube play` of its Kubernetes "
+                       "manifests until Ctrl-C, then `podman kube down` (volumes kept unless --volumes)"}
+
     def plugin_task(self, plugin: Plugin) -> dict[str, Any]:
         def run(deployment: str) -> None | TaskFailed:
             from dream.services.plan import build_plan
@@ -335,17 +396,20 @@ class Services:
                     "basename": f"{verb}:{tag}", "actions": [(act, [deployment, service])],
                     "task_dep": [f"build:{deployment.recipe}"], "verbosity": 2,
                     "doc": f"{verb} service {service}'s image of deployment {deployment.name} "
-                           + ("into the Docker engine" if verb == "load" else "to registries (--to, or image.push)")}
+                           + ("into the Docker engine (--into podman)" if verb == "load"
+                              else "to registries (--to, or image.push)")}
+                if verb == "load":
+                    task["params"] = [INTO_PARAM]
                 if verb == "push":
                     task["params"] = [{"name": "to", "long": "to", "type": list, "default": [],
                                        "help": "push to this repository instead of image.push (repeatable)"}]
                 tasks.append(task)
         return tasks
 
-    def _load(self, deployment: Deployment, service: str) -> None:
+    def _load(self, deployment: Deployment, service: str, into: str) -> None:
         from dream.managers.compose import ComposeManager
         store, images = self.service_images(deployment)
-        ComposeManager(store, {service: images[service]}).load_images(deployment.name)
+        ComposeManager(store, {service: images[service]}, load=loader(into)).load_images(deployment.name)
 
     def _push(self, deployment: Deployment, service: str, to: list[str]) -> None:
         from dream.oci.reference import parse_reference
@@ -374,6 +438,8 @@ class Services:
                 yield self.images_task() if plugin.name == IMAGES else self.render_task(plugin)
             yield self.procfile_task()
             yield self.compose_task()
+            yield self.kubernetes_task()
+            yield self.podman_kube_task()
             for plugin in self.managers.values():
                 if plugin.name not in BUILT_IN_MANAGERS:
                     yield self.plugin_task(plugin)

@@ -338,8 +338,55 @@ class ComposeDriver(Driver):
             pass  # no engine, nothing of ours in it
 
 
+def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, check=check)
+
+
+class PodmanKubeDriver(Driver):
+    """``doit run:podman-kube -d conformance``: the Kubernetes manifests of ``render:kubernetes``
+    (with local images) under ``podman kube play``, the per-service images loaded into podman."""
+
+    name = "podman-kube"
+    PREFIX = f"{DEPLOYMENT}-"  # every pod, container and volume of the deployment is named so
+
+    def prepare(self) -> None:
+        need("podman")
+        need("catatonit")
+        self.clean()
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "doit", "run:podman-kube", "-d", DEPLOYMENT]
+
+    def containers(self) -> list[str]:
+        listed = podman("ps", "-a", "--format", "{{.Names}} {{.Status}}").stdout.splitlines()
+        return [line for line in listed if line.startswith(self.PREFIX)]
+
+    def volumes(self) -> list[str]:
+        return [name for name in podman("volume", "ls", "--format", "{{.Name}}").stdout.split()
+                if name.startswith(self.PREFIX)]
+
+    def record(self) -> str:
+        for volume in self.volumes():
+            if volume.endswith("data-record"):
+                path = Path(podman("volume", "inspect", "--format", "{{.Mountpoint}}", volume).stdout.strip()) / "events"
+                return path.read_text() if path.exists() else ""
+        return ""
+
+    def leftovers(self) -> list[str]:
+        return super().leftovers() + [f"container {line}" for line in self.containers()]
+
+    def clean(self) -> None:
+        super().clean()
+        pods = [name for name in podman("pod", "ps", "--format", "{{.Name}}", check=False).stdout.split()
+                if name.startswith(self.PREFIX)]
+        if pods:
+            podman("pod", "rm", "-f", *pods, check=False)
+        if self.volumes():
+            podman("volume", "rm", "-f", *self.volumes(), check=False)
+
+
 MANAGERS: dict[str, type[Driver]] = {"procfile": ProcfileDriver, "honcho": HonchoDriver,
-                                     "compose": ComposeDriver}
+                                     "compose": ComposeDriver, "podman-kube": PodmanKubeDriver}
 
 
 @dataclass

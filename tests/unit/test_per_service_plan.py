@@ -78,14 +78,32 @@ def test_names_of_the_per_service_image() -> None:
     assert image_tag("d", "app") == "d-app"
 
 
-def test_compose_options_are_normalized_also_for_the_implicit_deployment(tmp_path: Path) -> None:
+def test_renderer_options_are_normalized_also_for_the_implicit_deployment(tmp_path: Path) -> None:
     text = SERVICES + "deployments:\n  host:\n    services: [db]\n  bridged:\n    services: [db]\n" \
-                      "    compose: {network: bridge, publish_address: 0.0.0.0}\n"
+                      "    compose: {network: bridge, publish_address: 0.0.0.0}\n" \
+                      "    kubernetes: {network: cluster, namespace: shop, storage: 20Gi}\n"
     deployments = load(tmp_path, text).deployments
-    assert deployments["host"].options == {"compose": {"network": "host", "publish_address": "127.0.0.1"}}
-    assert deployments["bridged"].options == {"compose": {"network": "bridge", "publish_address": "0.0.0.0"}}
+    kubernetes = {"network": "host", "images": "pushed", "storage": "1Gi"}
+    assert deployments["host"].options == {"compose": {"network": "host", "publish_address": "127.0.0.1"},
+                                           "kubernetes": kubernetes}
+    assert deployments["bridged"].options == {
+        "compose": {"network": "bridge", "publish_address": "0.0.0.0"},
+        "kubernetes": {"network": "cluster", "namespace": "shop", "images": "pushed", "storage": "20Gi"}}
     implicit = load(tmp_path, SERVICES).deployments["demo"]
-    assert implicit.options == {"compose": {"network": "host", "publish_address": "127.0.0.1"}}
+    assert implicit.options == {"compose": {"network": "host", "publish_address": "127.0.0.1"},
+                                "kubernetes": kubernetes}
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("{namespace: Shop}", "namespace"),
+    ("{storage: lots}", "storage"),
+    ("{network: overlay}", "network"),
+], ids=["namespace", "storage", "network"])
+def test_bad_kubernetes_settings_are_one_line(tmp_path: Path, setting: str, message: str) -> None:
+    text = SERVICES + f"deployments:\n  one:\n    services: [db]\n    kubernetes: {setting}\n"
+    with pytest.raises(DreamError) as caught:
+        load(tmp_path, text)
+    assert f"deployments.one.kubernetes.{message}" in str(caught.value) and "\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize("compose,message", [

@@ -96,18 +96,20 @@ def run(task: Task) -> Any:
 
 def test_the_built_in_names_are_the_tables() -> None:
     assert sorted(BUILT_IN_RENDERERS) == sorted(RENDERERS)
-    assert sorted(BUILT_IN_MANAGERS) == ["compose", "procfile"]
+    assert sorted(BUILT_IN_MANAGERS) == ["compose", "kubernetes", "podman-kube", "procfile"]
 
 
 def test_every_renderer_and_manager_has_its_task_and_each_takes_d(root: Path) -> None:
     made = tasks(root)
-    assert {"render:procfile", "render:compose", "render:images", "run:procfile", "run:compose",
-            "load:tinyd-box", "push:tinyd-box"} <= set(made)
+    every = ("render:procfile", "render:compose", "render:kubernetes", "render:images", "run:procfile",
+             "run:compose", "run:kubernetes", "run:podman-kube")
+    assert {*every, "load:tinyd-box", "push:tinyd-box"} <= set(made)
     # only an image recipe's services get load:/push: (svc.yaml's deployments run in no image)
     assert not any(name.startswith(("load:one-", "push:one-")) for name in made)
-    for name in ("render:procfile", "render:compose", "render:images", "run:procfile", "run:compose"):
+    for name in every:
         assert [p["name"] for p in made[name].params][0] == "deployment", name
     assert made["load:tinyd-box"].task_dep == ["build:tiny"]
+    assert [p["name"] for p in made["load:tinyd-box"].params] == ["into"]
 
 
 def test_render_is_up_to_date_exactly_when_the_files_on_disk_are_what_it_writes(root: Path) -> None:
