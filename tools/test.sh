@@ -2,7 +2,8 @@
 # Set up and run dream's test suite on a fresh Debian machine (as root, like CI):
 # installs the real parts the tests use (Docker engine, skopeo, umoci, gcc for a stand-in CUDA
 # driver, Redis for the database preset, docker-compose for the Compose renderer, ssh-keygen for the sshd preset, distribution's
-# docker-registry for push/pull; honcho, bcrypt and cryptography come with the Python test
+# docker-registry for push/pull, podman and catatonit for run:podman-kube, kubectl for
+# `kubectl kustomize`; honcho, bcrypt, cryptography and kubernetes-validate come with the Python test
 # extras), starts dockerd if it is not running (and stops it again at the end), then
 # runs mypy and pytest in a virtual environment made afresh on every run (no system site packages), so
 # an import that pyproject.toml does not declare fails here exactly as on a new machine.

@@ -31,17 +31,21 @@ and writes podman's variant of it, `podman_variant`, to ``<files>/podman-kube.ya
   for a pod not started yet would wait for ever.
 
 Services stay (podman ignores them), and so do readiness probes (podman 4.3 does not map them).
-Then ``podman kube play --replace`` (a pod left by a run that was killed is replaced), and ``up``
-streams every container's log, each line prefixed ``<service> | ``, and runs each service's
+Then ``podman kube play --replace`` (a pod left by a run that was killed is replaced); while it
+plays and after, ``up`` streams every container's log (``podman logs -f``, again from the last line
+shown when podman restarts it), each line prefixed ``<service> | ``, and runs each started service's
 readiness probe in its container (``podman exec <container> python3 -m dream_supervisor probe
 <plan>``: the probe as the supervisor runs it; podman has no readiness of its own) until it passes,
 saying so. It returns when every container ended for good (exited, and its restart policy will not
 start it again), or on Ctrl-C (or SIGTERM / SIGHUP to dream); either way ``down`` follows: each pod
 is stopped, dependents first, within its ``terminationGracePeriodSeconds`` (podman 4.3 ignores that
-field; a second Ctrl-C kills the pod instead), then ``podman kube down``; the volumes podman made
-for configMap volumes go, the claims' volumes (the data) stay unless ``remove_volumes``.
+field; a second Ctrl-C kills the pod instead), then removed (``podman pod rm``, as ``podman kube
+down`` does, which podman 4.3 breaks off at the first pod missing, leaving the others: after a
+failed play); the volumes podman made for configMap volumes go, the claims' volumes (the data)
+stay unless ``remove_volumes``.
 
-The exit code: the first failing container's (in start order), else 0; after Ctrl-C ``down``'s.
+The exit code: the first failing container's (in start order), else 0; after Ctrl-C ``down``'s;
+a play that fails is one line, podman's error, once ``down`` removed what it made.
 Every podman process runs in a process group of its own, so a Ctrl-C reaches none of them
 directly: it is this module that stops the deployment, once.
 """
@@ -50,6 +54,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -58,6 +63,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Callable, Mapping
 
@@ -111,9 +117,11 @@ def executable(which: Callable[[str], str | None] = shutil.which) -> str:
 
 
 def last_line(text: str) -> str:
-    """The last line that says something (podman's error is its last stderr line)."""
+    """podman's error: its last ``Error: …`` line (a play also logs ``level=error`` lines that
+    do not fail it), else its last line that says something."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else "no output"
+    errors = [line for line in lines if line.startswith("Error: ")]
+    return (errors or lines or ["no output"])[-1]
 
 
 # -- the load ---------------------------------------------------------------------------------
@@ -156,27 +164,18 @@ def load_into_podman(store: Store, manifest: Descriptor, name: str, tags: list[s
     return Loaded(sorted(done), "registry", len(registry.layers), len(counts.layers), counts.bytes)
 
 
-class PodmanPublisher:
-    """podman as a `dream.managers.base.Publisher`: ``load:<image> --into podman``."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def publish(self, store: Store, manifest: Descriptor, tags: list[str]) -> str:
-        return str(load_into_podman(store, manifest, self.name, tags))
-
-
 # -- podman 4.3's variant of the manifests (pure) ---------------------------------------------
 
 @dataclass(frozen=True)
 class Pod:
     """One pod podman makes of a workload: its name, the service, its containers' names
-    (``<pod>-<container>``, init containers not counted) and its stop grace in seconds."""
+    (``<pod>-<container>``), its stop grace in seconds, its init containers' names."""
 
     name: str
     service: str
     containers: tuple[str, ...]
     grace: int
+    init: tuple[str, ...] = ()
 
 
 def _service_of(document: Mapping[str, Any]) -> str:
@@ -265,7 +264,8 @@ def pods(documents: list[Any]) -> list[Pod]:
         spec = document["spec"]["template"]["spec"] if document["kind"] == "Deployment" else document["spec"]
         pod = f"{name}-pod-0" if document["kind"] == "Deployment" else name
         found.append(Pod(pod, _service_of(document), tuple(f"{pod}-{c['name']}" for c in spec.get("containers", [])),
-                         int(spec.get("terminationGracePeriodSeconds", 30))))
+                         int(spec.get("terminationGracePeriodSeconds", 30)),
+                         tuple(f"{pod}-{c['name']}" for c in spec.get("initContainers", []))))
     return found
 
 
@@ -321,6 +321,7 @@ class PodmanKubeManager:
         self._print = threading.Lock()
         self._stopping = threading.Event()
         self._followers: dict[str, tuple[subprocess.Popen[Any], threading.Thread]] = {}
+        self._shown: dict[str, tuple[str, tuple[int, int]]] = {}  # container → its last log line's time
 
     def executable(self) -> str:
         return executable(self.which)
@@ -351,12 +352,11 @@ class PodmanKubeManager:
         sys.stdout.flush()
         played, failure, interrupted, code = pods(documents), "", False, 0
         self._stopping.clear()
+        self._shown.clear()
         with _signals_as_interrupt():
             try:
                 self._remove_volumes(podman, configmap_volumes(documents))
-                failure = self._play(podman, path)
-                if not failure:
-                    code = self._watch(podman, plan, played)
+                code, failure = self._watch(podman, plan, played, path)
             except KeyboardInterrupt:
                 interrupted = True
                 print(f"\ndream: stopping {plan['name']} (each pod stops within its grace period; "
@@ -366,18 +366,6 @@ class PodmanKubeManager:
         if failure:
             raise DreamError(f"podman kube play failed: {failure}")
         return down if interrupted else (code or down)
-
-    def _play(self, podman: str, path: Path) -> str:
-        """``podman kube play``: '' once it started every pod, else its error line. It waits for
-        each pod's init containers (the gates); a Ctrl-C meanwhile ends it (SIGTERM), then the
-        interrupt goes on to `up`, whose `down` removes what it made."""
-        def end(process: subprocess.Popen[Any]) -> None:
-            process.send_signal(signal.SIGTERM)
-            _finish(process, None)  # it is not left running behind `down`
-            raise KeyboardInterrupt
-
-        code, output = self._finish([podman, "kube", "play", "--replace", str(path)], end)
-        return "" if code == 0 else last_line(output)
 
     def _finish(self, argv: list[str], interrupted: Callable[[subprocess.Popen[Any]], None] | None,
                 ) -> tuple[int, str]:
@@ -389,36 +377,55 @@ class PodmanKubeManager:
             output.seek(0)
             return code, output.read()
 
-    def _watch(self, podman: str, plan: Plan, played: list[Pod]) -> int:
-        """Follow the logs and the readiness until every container ended for good; the first
-        failing container's exit code (in start order), else 0."""
+    def _watch(self, podman: str, plan: Plan, played: list[Pod], path: Path) -> tuple[int, str]:
+        """``podman kube play``, and meanwhile and after it each container's log and readiness,
+        until every container ended for good: the first failing container's exit code (in start
+        order), else 0; or the play's error line. The play starts the pods one by one, waiting
+        for each pod's init containers (the gates), so a dependency's log and readiness show
+        while its dependents wait. A Ctrl-C ends the play (SIGTERM) and goes on to `up`."""
         services = {service["name"]: service for service in plan["services"]}
         containers = {name: pod.service for pod in played for name in pod.containers}
-        probed = [(name, service) for name, service in containers.items()
-                  if service in services and services[service]["readiness"]]
-        waiting = {service for _, service in probed}
-        for name, service in probed:
-            threading.Thread(target=self._await_ready, daemon=True, args=(
-                podman, plan["name"], name, service, services[service]["readiness"], waiting)).start()
-        followed: dict[str, str] = {}  # container → the start (State.StartedAt) its log is followed from
+        waiting = {service for service in containers.values() if service in services and services[service]["readiness"]}
+        followed: dict[str, str] = {}  # container → the start (State.StartedAt) whose log is followed
+        probed: set[str] = set()
         states: dict[str, dict[str, Any]] = {}
-        while True:
-            seen = self._states(podman, list(containers))
-            if seen is not None:  # None: podman did not answer this time
-                states = seen
-                for name, state in states.items():
-                    started = str(state["State"].get("StartedAt", ""))
-                    if state["State"].get("Status") not in NOT_STARTED and followed.get(name) != started \
-                            and not self._following(name):
-                        self._follow(podman, name, containers[name], since=started if name in followed else "")
-                        followed[name] = started
-                if all(_ended(states.get(name)) for name in containers) and not any(
-                        self._following(name) for name in containers):
-                    break
-            time.sleep(POLL)
+        with tempfile.TemporaryFile("w+", errors="replace") as output:
+            play: subprocess.Popen[Any] | None = self.popen([podman, "kube", "play", "--replace", str(path)],
+                                                             stdout=output, stderr=subprocess.STDOUT, text=True)
+            try:
+                while True:
+                    if play is not None and play.poll() is not None:
+                        if play.returncode != 0:
+                            output.seek(0)
+                            return 0, last_line(output.read())
+                        play = None
+                    seen = self._states(podman, list(containers))
+                    if seen is not None:  # None: podman did not answer this time
+                        states = seen
+                        for name, state in states.items():
+                            status, started = state["State"].get("Status"), str(state["State"].get("StartedAt", ""))
+                            if status in NOT_STARTED:
+                                continue
+                            if followed.get(name) != started and not self._following(name):
+                                self._follow(podman, name, containers[name])
+                                followed[name] = started
+                            if containers[name] in waiting and name not in probed:
+                                probed.add(name)
+                                threading.Thread(target=self._await_ready, daemon=True, args=(
+                                    podman, plan["name"], name, containers[name],
+                                    services[containers[name]]["readiness"], waiting)).start()
+                        if play is None and all(ended_for_good(states.get(name)) for name in containers) \
+                                and not any(self._following(name) for name in containers):
+                            break
+                    time.sleep(POLL)
+            except KeyboardInterrupt:
+                if play is not None and play.poll() is None:
+                    play.send_signal(signal.SIGTERM)
+                    _finish(play, None)  # not left running behind `down`
+                raise
         self._say(f"dream: every container of {plan['name']} ended", error=True)
         codes = [int(states[name]["State"].get("ExitCode") or 0) for name in containers if name in states]
-        return next((code for code in codes if code), 0)
+        return next((code for code in codes if code), 0), ""
 
     def _states(self, podman: str, names: list[str]) -> dict[str, dict[str, Any]] | None:
         """``podman container inspect`` of those containers that exist, by name (a name
@@ -436,20 +443,31 @@ class PodmanKubeManager:
         follower = self._followers.get(name)
         return follower is not None and follower[1].is_alive()
 
-    def _follow(self, podman: str, name: str, service: str, since: str = "") -> None:
-        """``podman logs -f`` of one container (from ``since``: a restart), each line
-        ``<service> | …``; it ends when the container does."""
-        process = self.popen([podman, "logs", "-f", *(["--since", since] if since else []), name],
+    def _follow(self, podman: str, name: str, service: str) -> None:
+        """``podman logs -f`` of one container, each line ``<service> | …``; it ends when the
+        container does, so a restarted container is followed again, from the last line shown
+        (``--since`` its timestamp; a line at or before it is not shown twice)."""
+        shown = self._shown.get(name)
+        process = self.popen([podman, "logs", "-f", "--timestamps", *(["--since", shown[0]] if shown else []), name],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
-        thread = threading.Thread(target=self._pump, args=(process.stdout, service), daemon=True)
+        thread = threading.Thread(target=self._pump, args=(process.stdout, name, service), daemon=True)
         self._followers[name] = (process, thread)
         thread.start()
 
-    def _pump(self, stream: IO[str] | None, service: str) -> None:
+    def _pump(self, stream: IO[str] | None, name: str, service: str) -> None:
         if stream is None:
             return
         for line in stream:
-            self._say(f"{service} | {line.rstrip()}")
+            stamp, _, text = line.rstrip("\n").partition(" ")
+            key = log_time(stamp)
+            if key is None:  # not a log line: podman's own word
+                text = line.rstrip()
+            else:
+                shown = self._shown.get(name)
+                if shown is not None and key <= shown[1]:
+                    continue
+                self._shown[name] = (stamp, key)
+            self._say(f"{service} | {text.rstrip()}")
 
     def _say(self, line: str, error: bool = False) -> None:
         with self._print:
@@ -480,21 +498,23 @@ class PodmanKubeManager:
 
     # -- down -----------------------------------------------------------------------------
     def down(self, plan: Plan, files: Path | None, root: Path) -> int:
-        """Stop each pod within its grace (dependents first), ``podman kube down``, remove the
-        configMap volumes (and with ``remove_volumes`` the claims'); let finish through Ctrl-C."""
+        """Stop each pod within its grace and remove it (dependents first), remove the configMap
+        volumes (and with ``remove_volumes`` the claims'); let finish through Ctrl-C."""
         podman = self.executable()
         self._stopping.set()
         if files is None or not (files / VARIANT_FILE).is_file():
-            path, documents = self.variant(plan, files)
+            documents: list[Any] = self.variant(plan, files)[1]
         else:
-            path = files / VARIANT_FILE
-            documents = list(yaml.safe_load_all(path.read_text()))
+            documents = list(yaml.safe_load_all((files / VARIANT_FILE).read_text()))
+        code = 0
         for pod in reversed(pods(documents)):
-            if self.run([podman, "pod", "exists", pod.name]).returncode == 0:
-                self._stop(podman, pod)
-        code, output = self._finish([podman, "kube", "down", str(path)], None)
-        if code != 0:
-            self._say(f"dream: podman kube down failed: {last_line(output)}", error=True)
+            if self.run([podman, "pod", "exists", pod.name]).returncode != 0:
+                continue
+            self._stop(podman, pod)
+            removed, output = self._finish([podman, "pod", "rm", "--force", pod.name], None)
+            if removed != 0:
+                self._say(f"dream: podman pod rm {pod.name} failed: {last_line(output)}", error=True)
+                code = code or removed
         volumes = configmap_volumes(documents) + (claim_volumes(documents) if self.remove_volumes else [])
         code = self._remove_volumes(podman, volumes) or code
         for follower, thread in self._followers.values():  # their containers are gone: they end
@@ -505,10 +525,12 @@ class PodmanKubeManager:
         return code
 
     def _stop(self, podman: str, pod: Pod) -> None:
-        """``podman pod stop -t <grace>``; a Ctrl-C meanwhile kills the pod instead."""
+        """``podman pod stop -t <grace>``; a Ctrl-C meanwhile kills the pod's containers instead
+        (each: ``podman pod kill`` would wait for the stop's lock on the pod)."""
         def kill(process: subprocess.Popen[Any]) -> None:
             self._say(f"dream: killing {pod.name}", error=True)
-            self.run([podman, "pod", "kill", pod.name])
+            for name in [*pod.init, *pod.containers]:  # by name: a stopping one too (not in `ps`)
+                self.run([podman, "kill", name])
 
         self._finish([podman, "pod", "stop", "-t", str(pod.grace), pod.name], kill)
 
@@ -525,7 +547,20 @@ class PodmanKubeManager:
         return code
 
 
-def _ended(state: Mapping[str, Any] | None) -> bool:
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$")
+
+
+def log_time(stamp: str) -> tuple[int, int] | None:
+    """``podman logs --timestamps``' RFC 3339 time (nanoseconds, trailing zeros dropped) as
+    (seconds since the epoch, nanoseconds): comparable; None when it is no such time."""
+    match = _STAMP.match(stamp)
+    if match is None:
+        return None
+    seconds = datetime.fromisoformat(match[1] + ("+00:00" if match[3] == "Z" else match[3]))
+    return int(seconds.timestamp()), int((match[2] or "0").ljust(9, "0"))
+
+
+def ended_for_good(state: Mapping[str, Any] | None) -> bool:
     """A container gone, or exited for good: its restart policy will not start it again."""
     if state is None:
         return True
@@ -538,7 +573,7 @@ def _ended(state: Mapping[str, Any] | None) -> bool:
 
 
 def _finish(process: subprocess.Popen[Any], interrupted: Callable[[subprocess.Popen[Any]], None] | None) -> int:
-    """Wait for ``process`` even through Ctrl-C (half a ``kube down`` leaves pods behind),
+    """Wait for ``process`` even through Ctrl-C (half a ``down`` leaves pods behind),
     calling ``interrupted`` on each, or saying it goes on."""
     while True:
         try:
@@ -550,5 +585,6 @@ def _finish(process: subprocess.Popen[Any], interrupted: Callable[[subprocess.Po
                 print("dream: still taking the deployment down", file=sys.stderr, flush=True)
 
 
-__all__ = ["PODMAN", "VARIANT_FILE", "Pod", "PodmanKubeManager", "PodmanPublisher", "claim_volumes",
-           "configmap_volumes", "executable", "load_into_podman", "podman_variant", "pods"]
+__all__ = ["PODMAN", "VARIANT_FILE", "Pod", "PodmanKubeManager", "claim_volumes",
+           "configmap_volumes", "ended_for_good", "executable", "load_into_podman", "log_time", "podman_variant",
+           "pods"]

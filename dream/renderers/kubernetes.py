@@ -49,9 +49,13 @@ LEAST_GATE_SLEEP = 0.1
 NAME, PART_OF, MANAGED_BY = "app.kubernetes.io/name", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by"
 
 # A gate of the cluster network: retry until the dependency's Service answers (a status below 400
-# for http; https certificates are not checked, as the kubelet's probe does not).
+# for http; https certificates are not checked, as the kubelet's probe does not). A gate is its
+# container's PID 1, which the kernel spares every signal it has no handler for: each gate ends
+# on SIGTERM by itself, or the pod it holds would take its whole grace period to stop.
+GATE_STOPS = "trap 'exit 143' TERM; "
 TCP_GATE = """\
-import socket, time
+import signal, socket, sys, time
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 while True:
     try:
         socket.create_connection(({host!r}, {port}), {timeout}).close()
@@ -61,7 +65,8 @@ while True:
         time.sleep({sleep})
 """
 HTTP_GATE = """\
-import ssl, time, urllib.request
+import signal, ssl, sys, time, urllib.request
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 context = ssl._create_unverified_context()
 while True:
     try:
@@ -219,7 +224,7 @@ def _gate_argv(dep: Mapping[str, Any], ctx: _Context) -> list[str]:
     sleep = seconds(max(probe["period"], LEAST_GATE_SLEEP))
     if ctx.network == "host":
         plan = shlex.quote(service_plan_path(ctx.deployment, dep["name"]))
-        return ["/bin/sh", "-c", f"until python3 -m dream_supervisor probe {plan}; do sleep {sleep}; done"]
+        return ["/bin/sh", "-c", f"{GATE_STOPS}until python3 -m dream_supervisor probe {plan}; do sleep {sleep}; done"]
     host, port = ctx.names[dep["name"]], probe.get("port") or ctx.port(dep["name"])
     timeout = seconds(max(probe["timeout"], LEAST_GATE_SLEEP))
     if probe["kind"] == "tcp":
@@ -251,8 +256,18 @@ def _gates(service: Mapping[str, Any], ctx: _Context) -> list[dict[str, Any]]:
                                 "image": image, "imagePullPolicy": pull, "command": _gate_argv(dep, ctx)}
         if dep["env_files"]:
             gate["envFrom"] = [{"configMapRef": {"name": ctx.config_maps[path]}} for path in dep["env_files"]]
+        mounts = _gate_mounts(dep)
+        if mounts:
+            gate["volumeMounts"] = [{"name": vol, "mountPath": "/" + path} for vol, (path, _) in mounts.items()]
         gates.append(gate)
     return gates
+
+
+def _gate_mounts(dep: Mapping[str, Any]) -> dict[str, tuple[str, bool]]:
+    """The volumes a gate mounts: an exec probe may read or write the dependency's volumes (a
+    marker file, a socket's folder), so its gate has them where the dependency has them — the
+    same claim for a persistent one, a fresh emptyDir for the others."""
+    return _mounts(dep) if dep["readiness"] and dep["readiness"]["kind"] == "exec" else {}
 
 
 def _probe(service: Mapping[str, Any], probe: Mapping[str, Any], liveness: bool, ctx: _Context) -> dict[str, Any]:
@@ -325,8 +340,13 @@ def _pod(service: Mapping[str, Any], ctx: _Context, restart: str) -> dict[str, A
     if gates:
         spec["initContainers"] = gates
     spec["containers"] = [_container(service, ctx)]
+    mounts = _mounts(service)
+    for dep_name, condition in service["depends_on"].items():
+        if condition == "healthy":
+            for name, mount in _gate_mounts(ctx.services[dep_name]).items():
+                mounts.setdefault(name, mount)
     volumes = []
-    for name, (_, persistent) in _mounts(service).items():
+    for name, (_, persistent) in mounts.items():
         source = ({"persistentVolumeClaim": {"claimName": f"{ctx.prefix}-{name}"}} if persistent
                   else {"emptyDir": {}})
         volumes.append({"name": name, **source})
@@ -463,7 +483,8 @@ def _notes(plan: Plan, ctx: _Context) -> list[str]:
                              "(Kubernetes starts pods in no order)")
             elif probe["kind"] == "exec":
                 notes.append(f"{name}: wait-{dep} runs {dep}'s exec probe in {dep}'s image inside {name}'s pod: "
-                             f"it sees {dep}'s network (host), not its volumes or processes")
+                             f"it sees {dep}'s network (host) and persistent volumes, not its processes, nor the "
+                             "files of its other volumes (a fresh emptyDir)")
         for which, probe in (("readiness", readiness), ("liveness", liveness)):
             changed = _rounded(probe) if probe else []
             if changed:

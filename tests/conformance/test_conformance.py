@@ -12,8 +12,8 @@ runs); every fact is checked against those runs (tests/conformance/conftest.py).
 What a manager cannot express is in `UNSUPPORTED`, with the reason: such a case is an
 ``xfail(strict=True)`` that must fail on the fact itself (`FactFails`): a manager that suddenly
 could do it, or a run that broke for another reason (a missing component), fails the suite.
-A later manager (kubernetes, systemd, vm) joins by a `Driver` class in conftest.py (in
-`MANAGERS`) and its rows here.
+A later manager (systemd, vm) joins by a `Driver` class in conftest.py (in `MANAGERS`) and its
+rows here; `podman-kube` is the Kubernetes renderer's manifests under `podman kube play`.
 """
 
 from __future__ import annotations
@@ -59,6 +59,9 @@ UNSUPPORTED: dict[tuple[str, str], str] = {
                                   "(honcho.manager.KILL_WAIT), whatever stop_grace_period says",
     ("honcho", "graceful_stop"): "honcho waits its fixed 5 s (KILL_WAIT) for the SIGTERM-ignorer, "
                                  "not its 1s grace; and exits with code 130 after SIGINT",
+    ("podman-kube", "order"): "Kubernetes has no start order, and a pod cannot see a Job complete without "
+                              "API access: completed_successfully is not waited for (only healthy, by an "
+                              "init container running the dependency's probe)",
 }
 
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import http.server
 import socket
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -217,9 +219,9 @@ def test_host_network_pods(tmp_path: Path) -> None:
     assert list(gates) == ["wait-db", "wait-api"]  # not migrate: completed_successfully has no gate
     assert gates["wait-db"] == {
         "name": "wait-db", "image": f"reg.example:5000/shop-db{DIGEST}", "imagePullPolicy": "IfNotPresent",
-        "command": ["/bin/sh", "-c", "until python3 -m dream_supervisor probe /etc/dream/services/shop-db.json; "
+        "command": ["/bin/sh", "-c", "trap 'exit 143' TERM; until python3 -m dream_supervisor probe /etc/dream/services/shop-db.json; "
                                      "do sleep 0.2; done"]}
-    assert gates["wait-api"]["command"][2] == ("until python3 -m dream_supervisor probe "
+    assert gates["wait-api"]["command"][2] == ("trap 'exit 143' TERM; until python3 -m dream_supervisor probe "
                                                "/etc/dream/services/shop-api.json; do sleep 2; done")
     assert gates["wait-api"]["envFrom"] == [{"configMapRef": {"name": "shop-env-conf-base-env"}},
                                             {"configMapRef": {"name": "shop-env-conf-app-env"}}]
@@ -362,6 +364,41 @@ deployments:
                 proc.wait()
 
 
+def test_every_gate_ends_on_sigterm_by_itself(tmp_path: Path) -> None:
+    """A gate is its container's PID 1, which gets no signal it has no handler for: each gate
+    (the host one's shell, the cluster ones' python) ends on SIGTERM with 143 by its own handler,
+    so a pod held at its gate stops at once. Checked here by the exit code: a process without a
+    handler dies of the signal instead (-15)."""
+    text = """\
+services:
+  t: {command: x, ports: [9], readiness: {tcp: {port: 9}, period: 50ms}}
+  h: {command: x, ports: [9], readiness: {http: {port: 9, path: /}, period: 50ms}}
+  e: {command: x, readiness: {exec: 'false'}, env: {}}
+  c: {command: x, depends_on: {t: healthy, h: healthy}}
+  d: {command: x, depends_on: {e: healthy}}
+deployments:
+  g: {kubernetes: {network: cluster}, services: [t, h, c]}
+  k: {services: [e, d]}
+"""
+    projects = _project(tmp_path, text)
+    cluster = _pod(_objects(_render(tmp_path, projects["g"])), "Deployment", "g-c")["initContainers"]
+    host = _pod(_objects(_render(tmp_path, projects["k"])), "Deployment", "k-d")["initContainers"]
+    argvs = [[sys.executable, *g["command"][1:]] for g in cluster]
+    argvs += [[g["command"][0], "-c", g["command"][2].replace("python3 -m dream_supervisor probe", "false ||")]
+              for g in host]  # the image's probe tool is not on this machine: a probe that fails
+    for argv in argvs:
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.5)
+            assert proc.poll() is None, argv  # still waiting
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=5) == 143, argv
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+
 DEPLOYMENTS = ["shop", "cl"]
 
 
@@ -407,8 +444,10 @@ def test_services_demo_db_app(tmp_path: Path) -> None:
     app = _pod(objects, "Deployment", "db-app-app")
     assert app["initContainers"] == [{
         "name": "wait-redis", "image": f"reg.example:5000/db-app-redis{DIGEST}", "imagePullPolicy": "IfNotPresent",
-        "command": ["/bin/sh", "-c", "until python3 -m dream_supervisor probe /etc/dream/services/db-app-redis.json; "
-                                     "do sleep 0.1; done"]}]
+        "command": ["/bin/sh", "-c", "trap 'exit 143' TERM; until python3 -m dream_supervisor probe /etc/dream/services/db-app-redis.json; "
+                                     "do sleep 0.1; done"],
+        "volumeMounts": [{"name": "vol-data-redis", "mountPath": "/data/redis"}]}]  # redis's probe may look there
+    assert app["volumes"] == [{"name": "vol-data-redis", "persistentVolumeClaim": {"claimName": "db-app-vol-data-redis"}}]
     assert app["containers"][0]["readinessProbe"] == {
         "httpGet": {"path": "/", "port": 5100, "host": "127.0.0.1", "scheme": "HTTP"},
         "initialDelaySeconds": 0, "periodSeconds": 1, "timeoutSeconds": 1, "successThreshold": 1,
@@ -508,8 +547,10 @@ def test_a_shared_claim_and_an_exec_gate_are_noted(tmp_path: Path) -> None:
     files = _render(tmp_path, deployment)
     content = files[1].content
     assert "# - shop-vol-d: one ReadWriteOnce claim mounted by a, b: their pods must run on one node" in content
-    assert "# - b: wait-a runs a's exec probe in a's image inside b's pod: it sees a's network (host), " \
-           "not its volumes or processes" in content
+    assert "# - b: wait-a runs a's exec probe in a's image inside b's pod: it sees a's network (host) and " \
+           "persistent volumes, not its processes, nor the files of its other volumes (a fresh emptyDir)" in content
+    gate = _pod(_objects(files), "Deployment", "shop-b")["initContainers"][0]
+    assert gate["volumeMounts"] == [{"name": "vol-d", "mountPath": "/d"}]  # the probe may write there
     _validate(files)
 
 
