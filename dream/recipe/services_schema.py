@@ -293,6 +293,23 @@ KUBERNETES = {
     },
 }
 
+SYSTEMD = {
+    "type": "dict", "default": {},
+    **doc("How `render:systemd` renders this deployment (docs/renderers.md).", {}),
+    "schema": {
+        "scope": {"type": "string", "allowed": ["system", "user"], "default": "system",
+                  **doc("`system`: units for the system manager (`/etc/systemd/system`, `User=` "
+                         "honoured); `user`: units for a user's manager (`systemctl --user`, "
+                         "`~/.config/systemd/user`), run as that user.", "system")},
+        "root": {"type": "string", "regex": ABSOLUTE,
+                 **doc("The deployment's root where the units run (paths of volumes, env files, "
+                        "working directories are below it); default: the project.")},
+        "config_dir": {"type": "string", "regex": ABSOLUTE,
+                       **doc("Where the units read the rendered config files from "
+                              "(`<config_dir>/<service>/`); default: the rendered folder's `config/`.")},
+    },
+}
+
 DEPLOYMENT = {
     "type": "dict",
     "schema": {
@@ -313,10 +330,11 @@ DEPLOYMENT = {
                            "relative path below the deployment's root, as for `volumes`).")},
         "compose": COMPOSE,
         "kubernetes": KUBERNETES,
+        "systemd": SYSTEMD,
     },
 }
 
-RENDERER_OPTIONS = {"compose": COMPOSE, "kubernetes": KUBERNETES}  # deployment keys that hold one renderer's settings
+RENDERER_OPTIONS = {"compose": COMPOSE, "kubernetes": KUBERNETES, "systemd": SYSTEMD}  # deployment keys that hold one renderer's settings
 
 
 def option_defaults(rule: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from dream.renderers.base import Renderer
 from dream.renderers.compose import ComposeRenderer
 from dream.renderers.kubernetes import KubernetesRenderer
 from dream.renderers.procfile import ProcfileRenderer
+from dream.renderers.systemd import SystemdRenderer
 
 RENDERERS: dict[str, Renderer] = {"procfile": ProcfileRenderer(), "compose": ComposeRenderer(),
-                                  "kubernetes": KubernetesRenderer()}
+                                  "kubernetes": KubernetesRenderer(), "systemd": SystemdRenderer()}

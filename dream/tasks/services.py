@@ -7,6 +7,7 @@
   run:compose                       the deployment under docker-compose (and run:<plugin>)
   run:kubernetes                    kubectl apply of the rendered set, waiting for its rollout
   run:podman-kube                   the rendered set under ``podman kube play``, here
+  render:systemd, run:systemd       units for systemd; installed, started and followed (--down)
   load:<deployment>-<service>       a service's image into the Docker engine (--into podman)
   push:<deployment>-<service>       a service's image to registries
 
@@ -51,9 +52,9 @@ if TYPE_CHECKING:
 # dream.managers.host (the supervisor, the renderers) is imported by the actions only: every
 # doit command imports this module, and a `doit build` renders and runs nothing. So the names of
 # the built-ins are written here (a unit test holds them to RENDERERS).
-BUILT_IN_RENDERERS = ["procfile", "compose", "kubernetes"]
+BUILT_IN_RENDERERS = ["procfile", "compose", "kubernetes", "systemd"]
 IMAGES = "images"  # render:images: not a renderer, but no plugin may take its task's name
-BUILT_IN_MANAGERS = ["procfile", "compose", "kubernetes", "podman-kube"]
+BUILT_IN_MANAGERS = ["procfile", "compose", "kubernetes", "podman-kube", "systemd"]
 CONTAINER_RENDERERS = ("compose", "kubernetes")  # their files name the per-service images
 PODMAN_KUBE = "podman-kube"  # run:podman-kube renders kubernetes with local images, here
 
@@ -356,6 +357,27 @@ class Services:
                 "doc": "run a deployment (-d NAME) here under `podman kube play` of its Kubernetes "
                        "manifests until Ctrl-C, then `podman kube down` (volumes kept unless --volumes)"}
 
+    def systemd_task(self) -> dict[str, Any]:
+        def run(deployment: str, down: bool) -> None | TaskFailed:
+            from dream.managers.base import Manager
+            from dream.managers.systemd import SystemdManager
+            from dream.services.plan import build_plan
+            self.refuse_conflict(self.managers, "systemd")
+            chosen = pick(self.deployments, deployment)
+            out = self.write(chosen, "systemd")
+            manager: Manager = SystemdManager(scope=chosen.options.get("systemd", {}).get("scope"))
+            plan = build_plan(chosen)
+            sys.stdout.flush()
+            code = manager.down(plan, out, self.root) if down else manager.up(plan, out, self.root)
+            return None if code == 0 else TaskFailed(f"deployment {chosen.name}: systemd exit code {code}")
+
+        return {"basename": "run:systemd", "actions": [run],
+                "params": [DEPLOYMENT_PARAM, {**DOWN_PARAM, "help": "stop and uninstall the units an "
+                                                                     "earlier run left"}],
+                "verbosity": 2, "uptodate": [False],
+                "doc": "install a deployment's (-d NAME) systemd units, start its target and follow the "
+                       "journal until Ctrl-C, then stop and uninstall them (--down: only that)"}
+
     def plugin_task(self, plugin: Plugin) -> dict[str, Any]:
         def run(deployment: str) -> None | TaskFailed:
             from dream.services.plan import build_plan
@@ -440,6 +462,7 @@ class Services:
             yield self.compose_task()
             yield self.kubernetes_task()
             yield self.podman_kube_task()
+            yield self.systemd_task()
             for plugin in self.managers.values():
                 if plugin.name not in BUILT_IN_MANAGERS:
                     yield self.plugin_task(plugin)

@@ -96,13 +96,13 @@ def run(task: Task) -> Any:
 
 def test_the_built_in_names_are_the_tables() -> None:
     assert sorted(BUILT_IN_RENDERERS) == sorted(RENDERERS)
-    assert sorted(BUILT_IN_MANAGERS) == ["compose", "kubernetes", "podman-kube", "procfile"]
+    assert sorted(BUILT_IN_MANAGERS) == ["compose", "kubernetes", "podman-kube", "procfile", "systemd"]
 
 
 def test_every_renderer_and_manager_has_its_task_and_each_takes_d(root: Path) -> None:
     made = tasks(root)
     every = ("render:procfile", "render:compose", "render:kubernetes", "render:images", "run:procfile",
-             "run:compose", "run:kubernetes", "run:podman-kube")
+             "run:compose", "run:kubernetes", "run:podman-kube", "render:systemd", "run:systemd")
     assert {*every, "load:tinyd-box", "push:tinyd-box"} <= set(made)
     # only an image recipe's services get load:/push: (svc.yaml's deployments run in no image)
     assert not any(name.startswith(("load:one-", "push:one-")) for name in made)
