@@ -18,12 +18,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from dream.errors import DreamError
+from dream.managers.interrupts import signals_as_interrupt, through_interrupts
 from dream.renderers.base import Plan
 from dream.services.per_service import image_tag
 
@@ -71,7 +70,7 @@ class ComposeManager:
         self.load_images(plan["name"])
         sys.stdout.flush()
         interrupted, code = False, 1
-        with _signals_as_interrupt():
+        with signals_as_interrupt():
             process = self.popen(argv)
             try:
                 while True:
@@ -87,7 +86,7 @@ class ComposeManager:
                 if process.poll() is None:
                     interrupted = True
                     process.send_signal(signal.SIGINT)
-                    _wait_through_interrupts(process)
+                    through_interrupts(process.wait)
                 down = self.down(plan, files, root)
         return down if interrupted else (code or down)
 
@@ -95,7 +94,7 @@ class ComposeManager:
         """``docker-compose … down`` (``-v`` with ``remove_volumes``); it is let finish even
         through Ctrl-C, which would leave containers behind."""
         process = self.popen(self.command(plan, files, "down", *(["-v"] if self.remove_volumes else [])))
-        return _wait_through_interrupts(process)
+        return through_interrupts(process.wait)
 
     def load_images(self, deployment: str) -> None:
         """Each per-service image into the engine as ``<deployment>-<service>:latest``, each blob
@@ -121,33 +120,3 @@ class ComposeManager:
             raise DreamError(f"{COMPOSE} is not installed; install Debian's docker-compose "
                              "(apt-get install docker-compose) to run a deployment with run:compose")
         return found
-
-
-def _wait_through_interrupts(process: subprocess.Popen[Any]) -> int:
-    """Wait for ``process`` even through Ctrl-C: leaving compose half done leaves containers."""
-    while True:
-        try:
-            return process.wait()
-        except KeyboardInterrupt:
-            print("dream: still taking the deployment down", file=sys.stderr, flush=True)
-
-
-@contextmanager
-def _signals_as_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP to dream are Ctrl-C while compose runs: a stopped ``doit``, or a
-    closed terminal (whose SIGHUP reaches only dream: compose is in a group of its own), takes
-    the deployment down. Only the main thread may set a handler, and only a run in it owns
-    the process."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = {number: signal.signal(number, interrupt) for number in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)

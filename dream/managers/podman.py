@@ -70,7 +70,8 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Mapping
 import yaml
 
 from dream.errors import DreamError
-from dream.managers.compose import ComposeManager, _signals_as_interrupt
+from dream.managers.compose import ComposeManager
+from dream.managers.interrupts import signals_as_interrupt
 from dream.renderers.base import File, Plan
 from dream.services.per_service import probe_argv
 
@@ -353,7 +354,7 @@ class PodmanKubeManager:
         played, failure, interrupted, code = pods(documents), "", False, 0
         self._stopping.clear()
         self._shown.clear()
-        with _signals_as_interrupt():
+        with signals_as_interrupt():
             try:
                 self._remove_volumes(podman, configmap_volumes(documents))
                 code, failure = self._watch(podman, plan, played, path)

@@ -23,15 +23,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import threading
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, Mapping
+from typing import IO, Any, Callable, Mapping
 
 from dream.errors import DreamError
+from dream.managers.interrupts import signals_as_interrupt, through_interrupts
 from dream.renderers.base import Plan
 from dream.renderers.systemd import INSTANCE_DROP_IN, PREPARE
 from dream.supervisor.output import Printer
@@ -230,14 +228,14 @@ class SystemdManager:
         labels = self.units(plan, files, names)
         self.install(plan, files, names, self.directory(scope), scope)
         interrupted, code = False, 0
-        with _signals_as_interrupt():
+        with signals_as_interrupt():
             try:
                 code = self._reload(scope) or self._start(plan, scope, labels)
             except KeyboardInterrupt:
                 interrupted = True
             finally:
                 print(f"dream: stopping {plan['name']}", file=sys.stderr, flush=True)
-                down = _through_interrupts(lambda: self.down(plan, files, root))
+                down = through_interrupts(lambda: self.down(plan, files, root))
         return down if interrupted else (code or down)
 
     def _start(self, plan: Plan, scope: str, labels: Mapping[str, str]) -> int:
@@ -363,31 +361,3 @@ def _starts_with(path: Path, text: str) -> bool:
             return stream.read(len(text)) == text
     except OSError:
         return False
-
-
-def _through_interrupts(action: Callable[[], int]) -> int:
-    """Run ``action`` to its end even through Ctrl-C: stopping half way leaves units behind."""
-    while True:
-        try:
-            return action()
-        except KeyboardInterrupt:
-            print("dream: still taking the deployment down", file=sys.stderr, flush=True)
-
-
-@contextmanager
-def _signals_as_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP to dream are Ctrl-C while the units run (a stopped ``doit``, a closed
-    terminal take the deployment down). Only the main thread may set handlers."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = {number: signal.signal(number, interrupt) for number in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)

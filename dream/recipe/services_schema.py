@@ -310,6 +310,26 @@ SYSTEMD = {
     },
 }
 
+SIZE = {"type": ["string", "integer"], "coerce": to_text,
+        "regex": form(r"^\s*\d+\s*([KMGT]i?B?|[kmgt])?\s*$", "a size such as 512M or 2G")}
+VM = {
+    "type": "dict", "default": {},
+    **doc("The deployment's VM (`render:vm`, `run:vm`; docs/renderers.md). Its packages are "
+           "pinned by `doit lock:vm -d NAME` in `recipes/<recipe>.vm.lock.json`.", {}),
+    "schema": {
+        "packages": {"type": "list", "schema": {"type": "string", "regex": form(r"^[a-z0-9][a-z0-9+.-]+$", "a Debian package name")},
+                     **doc("Debian packages added to the VM's own (a kernel, `linux-image-cloud-amd64`; "
+                            "`systemd-sysv`, `udev`, `dbus`, `kmod`, `busybox-static`).")},
+        "memory": {**SIZE, **doc("The VM's memory (e.g. `512M`, `2G`).", "512M")},
+        "cpus": {"type": "integer", "min": 1, "max": 64, **doc("Its virtual CPUs.", 2)},
+        "disk_size": {**SIZE, **doc("The root disk's size (the image and the VM's packages must fit).", "1G")},
+        "data_size": {**SIZE, **doc("The persistent data disk's size (the persistent volumes live there).", "1G")},
+        "exclude": {"type": "list", "schema": {"type": "string", "regex": ABSOLUTE},
+                    **doc("Paths (globs) of the VM's own packages left out, beside the docs, man pages "
+                           "and locales that are always left out.")},
+    },
+}
+
 DEPLOYMENT = {
     "type": "dict",
     "schema": {
@@ -331,10 +351,11 @@ DEPLOYMENT = {
         "compose": COMPOSE,
         "kubernetes": KUBERNETES,
         "systemd": SYSTEMD,
+        "vm": VM,
     },
 }
 
-RENDERER_OPTIONS = {"compose": COMPOSE, "kubernetes": KUBERNETES, "systemd": SYSTEMD}  # deployment keys that hold one renderer's settings
+RENDERER_OPTIONS = {"compose": COMPOSE, "kubernetes": KUBERNETES, "systemd": SYSTEMD, "vm": VM}  # deployment keys that hold one renderer's settings
 
 
 def option_defaults(rule: dict[str, Any]) -> dict[str, Any]:

@@ -8,6 +8,7 @@
   run:kubernetes                    kubectl apply of the rendered set, waiting for its rollout
   run:podman-kube                   the rendered set under ``podman kube play``, here
   render:systemd, run:systemd       units for systemd; installed, started and followed (--down)
+  lock:vm, render:vm, run:vm        a bootable VM of the deployment (dream/tasks/vm.py)
   load:<deployment>-<service>       a service's image into the Docker engine (--into podman)
   push:<deployment>-<service>       a service's image to registries
 
@@ -42,6 +43,8 @@ from doit.exceptions import TaskFailed
 from dream.errors import DreamError
 from dream.managers.plugins import Plugin, managers, renderers
 from dream.recipe.model import Deployment, Recipe
+from dream.tasks.params import DEPLOYMENT_PARAM, Check
+from dream.tasks.vm import VmTasks
 from dream.verbs import INTO_PARAM, loader
 
 if TYPE_CHECKING:
@@ -58,9 +61,6 @@ BUILT_IN_MANAGERS = ["procfile", "compose", "kubernetes", "podman-kube", "system
 CONTAINER_RENDERERS = ("compose", "kubernetes")  # their files name the per-service images
 PODMAN_KUBE = "podman-kube"  # run:podman-kube renders kubernetes with local images, here
 
-DEPLOYMENT_PARAM = {"name": "deployment", "short": "d", "long": "deployment", "default": "",
-                    "help": "the deployment (default: $DREAM_DEPLOYMENT, the one marked default, "
-                            "or the only one)"}
 VOLUMES_PARAM = {"name": "volumes", "long": "volumes", "type": bool, "default": False,
                  "help": "on the way down also remove the deployment's named volumes (its data)"}
 DOWN_PARAM = {"name": "down", "long": "down", "type": bool, "default": False,
@@ -143,6 +143,7 @@ class Services:
         self.managers = managers(BUILT_IN_MANAGERS, recipes)
         self.push_targets = {recipe.name: list(recipe.image.get("push", [])) for recipe in recipes}
         self.clashes = tag_clashes(self.deployments, self.images)
+        self.vm = VmTasks(recipes, root, lambda name: pick(self.deployments, name), self.build_first, self.chosen)
 
     def service_images(self, deployment: Deployment) -> tuple[Store, dict[str, Descriptor]]:
         """Each service's image written and tagged in the store (dream/managers/images.py):
@@ -463,6 +464,7 @@ class Services:
             yield self.kubernetes_task()
             yield self.podman_kube_task()
             yield self.systemd_task()
+            yield from self.vm.tasks()
             for plugin in self.managers.values():
                 if plugin.name not in BUILT_IN_MANAGERS:
                     yield self.plugin_task(plugin)
@@ -477,19 +479,6 @@ def report_images(deployment: Deployment, images: dict[str, Descriptor]) -> None
     from dream.services.per_service import image_tag
     for service, manifest in images.items():
         print(f"{image_tag(deployment.name, service)}: {manifest.digest}")
-
-
-class Check:
-    """An ``uptodate`` check given the Task (so it reads ``-d``), named in words for `doit info`."""
-
-    def __init__(self, what: str, test: Callable[[Any], bool]) -> None:
-        self.what, self.test = what, test
-
-    def __call__(self, task: Any) -> bool:
-        return self.test(task)
-
-    def __repr__(self) -> str:
-        return self.what
 
 
 def service_tasks(recipes: list[Recipe], root: Path) -> dict[str, Any]:

@@ -146,7 +146,7 @@ class _Accounts:
         self.files["shadow"].append([spec.name, "!*", "", "", "", "", "", "", ""])
 
     def add_member(self, user: str, group: str) -> None:
-        entry = self.group(group) or self.group(group)
+        entry = self.group(group)
         if entry is None:
             self.add_group(group, None)
             entry = self.group(group)

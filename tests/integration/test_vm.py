@@ -30,7 +30,7 @@ from dream.recipe.load import load_recipe
 from dream.renderers.base import Target
 from dream.renderers.systemd import SystemdRenderer
 from dream.services.plan import build_plan
-from dream.store.layout import Store, open_store
+from dream.store.layout import Store, file_sha256, open_store
 from dream.vm.build import BuiltVm, build_vm, config_dir
 from dream.vm.packages import lock_vm_packages, status_of_locked
 from dream.vm.run import start
@@ -139,8 +139,8 @@ def get(url: str) -> str:
         return response.read().decode()
 
 
-def boot(demo: Demo, state: Path) -> tuple[float, str, list[str]]:
-    """One boot: time to ready, the app's answer, the console; powered off at the end."""
+def boot(demo: Demo, state: Path) -> tuple[float, str, list[str], str]:
+    """One boot: time to ready, the app's answer, the console, the accelerator; powered off."""
     vm = start(demo.store, demo.built, demo.spec, state, demo.offset, say=lambda line: None)
     with vm:
         vm.start()
@@ -151,31 +151,33 @@ def boot(demo: Demo, state: Path) -> tuple[float, str, list[str]]:
         assert vm.powerdown(float(demo.built.config["grace"])), "\n".join(vm.lines[-30:])
         assert time.monotonic() - began < float(demo.built.config["grace"])
         assert vm.ready_after is not None
-        return vm.ready_after, answer, list(vm.lines)
+        return vm.ready_after, answer, list(vm.lines), vm.accel
 
 
 def test_boot_app_after_redis_and_the_second_boot_keeps_the_count(demo: Demo, tmp_path: Path) -> None:
     state = tmp_path / "state"
-    ready, answer, lines = boot(demo, state)
+    ready, answer, lines, accel = boot(demo, state)
     console = "\n".join(lines)
     assert re.search(r"redis says PONG; start number 1\b", console), console[-3000:]
     assert console.index("Ready to accept connections") < console.index("redis says PONG")
     first = int(answer.split(":")[1])
-    print(f"boot to all ready: {ready:.1f} s (accelerator {'kvm' if 'kvm' in console.lower() else 'tcg'})")
-    ready2, answer2, lines2 = boot(demo, state)
+    print(f"boot to all ready: {ready:.1f} s ({accel})")
+    ready2, answer2, lines2, _ = boot(demo, state)
     assert re.search(r"start number 2\b", "\n".join(lines2))
     assert int(answer2.split(":")[1]) > first  # Redis's data lives on the data disk
     print(f"second boot to all ready: {ready2:.1f} s")
 
 
 def test_ctrl_c_powers_off_within_the_grace_period(demo: Demo, tmp_path: Path) -> None:
-    code = ("import sys; from pathlib import Path; from dream.store.layout import Store; "
-            "from dream.vm.build import load; from dream.vm.run import run_vm; from dream.vm.spec import vm_spec; "
-            f"store = Store(Path({str(demo.store.root)!r})); "
-            f"built = load(store, store.tagged({DEPLOYMENT + '.vm'!r})); "
-            f"sys.exit(run_vm(store, built, vm_spec({{}}), Path({str(tmp_path / 'state')!r}), {demo.offset}))")
-    run = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, text=True, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    """Through the tasks a user types: `doit lock:vm` pins the same packages, `doit run:vm`
+    boots the very disk the fixture built (same inputs, same key), and Ctrl-C powers it off."""
+    project = demo.project
+    locked = project.doit("lock:vm", "-d", DEPLOYMENT)
+    assert "services-demo.vm.lock.json: db-app: " in locked.stdout, locked.stdout
+    run = subprocess.Popen([sys.executable, "-m", "doit", "run:vm", "-d", DEPLOYMENT, "--port-offset", str(demo.offset)],
+                           cwd=project.root, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           start_new_session=True,
+                           env={**os.environ, "DREAM_STORE": str(project.store), "PYTHONUNBUFFERED": "1"})
     lines: list[str] = []
     try:
         assert run.stdout is not None
@@ -186,8 +188,9 @@ def test_ctrl_c_powers_off_within_the_grace_period(demo: Demo, tmp_path: Path) -
                 break
         assert any("all services ready" in line for line in lines), "\n".join(lines[-40:])
         assert get(f"http://127.0.0.1:{5100 + demo.offset}/").startswith("hits: ")
+        assert not any(line.startswith("db-app: VM disk ") for line in lines), "built again: " + "\n".join(lines)
         began = time.monotonic()
-        run.send_signal(signal.SIGINT)
+        os.killpg(run.pid, signal.SIGINT)
         rest, _ = run.communicate(timeout=float(demo.built.config["grace"]) + 10)
         took = time.monotonic() - began
         lines += rest.splitlines()
@@ -200,3 +203,5 @@ def test_ctrl_c_powers_off_within_the_grace_period(demo: Demo, tmp_path: Path) -
     assert "powered off in" in output and took < float(demo.built.config["grace"]), output[-2000:]
     assert "vm | " in output  # the console, streamed with its prefix
     assert not qemu_processes(str(demo.store.root))
+    disk = demo.store.blob_path(demo.built.disk.digest)
+    assert "sha256:" + file_sha256(disk) == demo.built.disk.digest  # booting never wrote the built disk

@@ -38,6 +38,7 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "lock":       (("dream.lock",),                                  ("builders", "python", "recipe", "oci", "errors")),
     "managers":   (("dream.managers", "dream.engine"),               ("renderers", "services", "supervisor", "registry",
                                                                       "store", "oci", "recipe", "base", "errors")),
+    "vm":         (("dream.vm",),                                    ("debian", "store", "oci", "base", "errors")),
     "tasks":      (("dream", "dream.tasks", "dream.shell", "dream.verbs", "dream.project", "dream.doitdb",
                     "dream.boundary", "dream.__main__"),              ("*",)),
 }

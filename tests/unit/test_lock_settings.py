@@ -16,7 +16,9 @@ from dream.recipe.load import load_recipe
 from dream.recipe.model import LayerSpec
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMITTED = sorted(p.name.removesuffix(".lock.json") for p in (ROOT / "recipes").glob("*.lock.json"))
+COMMITTED = sorted(p.name.removesuffix(".lock.json") for p in (ROOT / "recipes").glob("*.lock.json")
+                   if not p.name.endswith(".vm.lock.json"))
+VM_LOCKS = sorted(p.name.removesuffix(".vm.lock.json") for p in (ROOT / "recipes").glob("*.vm.lock.json"))
 
 
 @pytest.mark.parametrize("name", COMMITTED)
@@ -29,6 +31,25 @@ def test_the_committed_locks_are_fresh(name: str) -> None:
     assert settings and {n: entries[n]["settings"] for n in settings} == {n: settings_hash(v) for n, v in settings.items()}
     for layer in recipe.layers:
         locked_inputs(recipe, layer.name, entries)  # no stale entry, no failing check_lock
+
+
+@pytest.mark.parametrize("name", VM_LOCKS)
+def test_the_committed_vm_locks_are_fresh(name: str) -> None:
+    """Each deployment in a committed VM lock was resolved from today's packages and image pins:
+    `doit render:vm` would take it as it is."""
+    import json
+    from dream.vm.lockfile import read_vm_lock, settings_hash, vm_lock_path
+    from dream.vm.spec import vm_spec
+    recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml", ROOT)
+    path = vm_lock_path(recipe.lock_path)
+    entries = read_lock(recipe)
+    image = [entries[layer.name] for layer in recipe.layers if layer.kind == "debian"]
+    deployments = json.loads(path.read_text())["deployments"]
+    assert deployments
+    for deployment in deployments:
+        packages = vm_spec(recipe.deployments[deployment].options.get("vm", {})).packages
+        found = read_vm_lock(path, deployment, settings_hash(list(packages), image))
+        assert {p["name"] for p in found["packages"]} >= {"linux-image-cloud-amd64", "systemd-sysv"}
 
 
 def test_a_python_layer_holds_the_settings_of_the_cuda_and_python_layers_below() -> None:

@@ -85,14 +85,14 @@ def test_renderer_options_are_normalized_also_for_the_implicit_deployment(tmp_pa
     deployments = load(tmp_path, text).deployments
     kubernetes = {"network": "host", "images": "pushed", "storage": "1Gi"}
     assert deployments["host"].options == {"compose": {"network": "host", "publish_address": "127.0.0.1"},
-                                           "kubernetes": kubernetes, "systemd": {"scope": "system"}}
+                                           "kubernetes": kubernetes, "systemd": {"scope": "system"}, "vm": {}}
     assert deployments["bridged"].options == {
         "compose": {"network": "bridge", "publish_address": "0.0.0.0"},
         "kubernetes": {"network": "cluster", "namespace": "shop", "images": "pushed", "storage": "20Gi"},
-        "systemd": {"scope": "system"}}
+        "systemd": {"scope": "system"}, "vm": {}}
     implicit = load(tmp_path, SERVICES).deployments["demo"]
     assert implicit.options == {"compose": {"network": "host", "publish_address": "127.0.0.1"},
-                                "kubernetes": kubernetes, "systemd": {"scope": "system"}}
+                                "kubernetes": kubernetes, "systemd": {"scope": "system"}, "vm": {}}
 
 
 @pytest.mark.parametrize("setting, message", [
