@@ -105,6 +105,13 @@ class Seed:
             shutil.copy2(ref, target)
 
 
+def copy_services_demo(project: "Project") -> None:
+    """recipes/services-demo.yaml, its lock and its folder, as committed, into ``project``."""
+    for name in ("services-demo.yaml", "services-demo.lock.json"):
+        shutil.copy(REPO / "recipes" / name, project.root / "recipes" / name)
+    shutil.copytree(REPO / "recipes" / "services-demo", project.root / "recipes" / "services-demo")
+
+
 def make_project(base: Path, recipes: dict[str, str] | None = None, with_demo: bool = True,
                  with_gpu: bool = False, seed: Seed | None = None) -> Project:
     """A project holding dodo.py, a copy of the shipped presets as its own layers/ (so a test may

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from typing import Iterator
 import pytest
 import yaml
 
-from tests.conftest import REPO, Project, make_project, require, require_docker
+from tests.conftest import Project, copy_services_demo, make_project, require, require_docker
 
 pytestmark = pytest.mark.integration
 DEPLOYMENT = "db-app"
@@ -32,9 +31,7 @@ def services_demo(base: Path) -> Project:
     require("docker-compose")
     require_docker()
     project = make_project(base, with_demo=False)
-    for name in ("services-demo.yaml", "services-demo.lock.json"):
-        shutil.copy(REPO / "recipes" / name, project.root / "recipes" / name)
-    shutil.copytree(REPO / "recipes" / "services-demo", project.root / "recipes" / "services-demo")
+    copy_services_demo(project)
     return project
 
 

@@ -6,12 +6,11 @@ from empty stores anyway (test_image.py, test_gpu_image.py); services-demo here.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, make_project, require
+from tests.conftest import REPO, copy_services_demo, make_project, require
 
 pytestmark = pytest.mark.integration
 GOLDEN = json.loads((REPO / "tests" / "golden" / "manifests.json").read_text())
@@ -28,9 +27,7 @@ def golden(name: str) -> str:
 def test_services_demo_is_its_golden_image(tmp_path: Path) -> None:
     require("apt-get")
     project = make_project(tmp_path / "p", with_demo=False)
-    for name in ("services-demo.yaml", "services-demo.lock.json"):
-        shutil.copy(REPO / "recipes" / name, project.root / "recipes" / name)
-    shutil.copytree(REPO / "recipes" / "services-demo", project.root / "recipes" / "services-demo")
+    copy_services_demo(project)
     assert not project.store.exists()  # an empty store: nothing is reused
     project.doit("build:services-demo", env={"DREAM_LAYER_CACHE": "off"})
     assert project.manifest_digest("services-demo") == golden("services-demo")

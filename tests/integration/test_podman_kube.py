@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.conftest import REPO, Project, Seed, make_project, require
+from tests.conftest import Project, Seed, copy_services_demo, make_project, require
 from tests.podman import containers, pods, podman, require_podman, volumes
 
 pytestmark = pytest.mark.integration
@@ -51,9 +50,7 @@ def services_demo(base: Path, services: str = "", app: str = "") -> Iterator[Pro
     require("apt-get")
     require_podman()
     project = make_project(base, with_demo=False)
-    for name in ("services-demo.yaml", "services-demo.lock.json"):
-        shutil.copy(REPO / "recipes" / name, project.root / "recipes" / name)
-    shutil.copytree(REPO / "recipes" / "services-demo", project.root / "recipes" / "services-demo")
+    copy_services_demo(project)
     recipe = project.root / "recipes" / "services-demo.yaml"
     text = recipe.read_text()
     assert "\nservices:\n  app:\n" in text

@@ -7,7 +7,6 @@ its grace period."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ from dream.managers.images import build_service_images
 from dream.recipe.load import load_recipe
 from dream.recipe.model import Deployment
 from dream.store import Descriptor, Store
-from tests.conftest import REPO, Project, make_project, require, require_docker
+from tests.conftest import Project, copy_services_demo, make_project, require, require_docker
 
 pytestmark = pytest.mark.integration
 CONTAINER = "dream-test-service-image-redis"
@@ -38,9 +37,7 @@ def store_bytes(store: Path) -> int:
 def demo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, Deployment]:
     require("apt-get")
     project = make_project(tmp_path_factory.mktemp("service-images") / "p", with_demo=False)
-    for name in ("services-demo.yaml", "services-demo.lock.json"):
-        shutil.copy(REPO / "recipes" / name, project.root / "recipes" / name)
-    shutil.copytree(REPO / "recipes" / "services-demo", project.root / "recipes" / "services-demo")
+    copy_services_demo(project)
     project.doit("build:services-demo", env={"DREAM_LAYER_CACHE": "off"})
     recipe = load_recipe(project.root / "recipes" / "services-demo.yaml", project.root)
     return project, recipe.deployments["db-app"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -35,7 +34,7 @@ from dream.vm.build import BuiltVm, build_vm, config_dir
 from dream.vm.packages import lock_vm_packages, status_of_locked
 from dream.vm.run import start
 from dream.vm.spec import VmSpec, vm_spec
-from tests.conftest import REPO, Project, make_project, require
+from tests.conftest import Project, copy_services_demo, make_project, require
 
 pytestmark = pytest.mark.integration
 DEPLOYMENT = "db-app"
@@ -91,9 +90,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
         require(tool)
     base = tmp_path_factory.mktemp("vm")
     project = make_project(base / "p", with_demo=False)
-    for name in ("services-demo.yaml", "services-demo.lock.json"):
-        shutil.copy(REPO / "recipes" / name, project.root / "recipes" / name)
-    shutil.copytree(REPO / "recipes" / "services-demo", project.root / "recipes" / "services-demo")
+    copy_services_demo(project)
     project.doit("build:services-demo")
     store = open_store(project.store)
     image = store.tagged("services-demo")
