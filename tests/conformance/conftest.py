@@ -385,8 +385,66 @@ class PodmanKubeDriver(Driver):
             podman("volume", "rm", "-f", *self.volumes(), check=False)
 
 
+class VmDriver(Driver):
+    """``doit run:vm -d conformance``: the deployment's systemd units in a VM made from the
+    image's layers, booted by QEMU. Its processes are the VM's kernel's, not this one's: a
+    service runs from systemd's "Started" line on the console to its "Stopped" or "Deactivated"
+    line, and the record is read from the data disk (debugfs, no mount) once the VM is off."""
+
+    name = "systemd-vm"
+    UNIT = re.compile(rf"systemd\[1\]: (?:(Started|Stopped) {DEPLOYMENT}-(\w+)\.service|"
+                      rf"{DEPLOYMENT}-(\w+)\.service: (?:Deactivated|Failed|Main process exited))")
+
+    def prepare(self) -> None:
+        for tool in ("qemu-system-x86_64", "mke2fs", "debugfs"):
+            need(tool)
+        self.project.doit("lock:vm", "-d", DEPLOYMENT)
+        self.state = self.project.root / ".dream" / "vm" / DEPLOYMENT
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "doit", "run:vm", "-d", DEPLOYMENT]
+
+    def processes(self) -> dict[int, str]:
+        try:
+            console = (self.state / "console.log").read_text(errors="replace")
+        except (OSError, AttributeError):
+            return {}
+        running: set[str] = set()
+        for match in self.UNIT.finditer(console):
+            started, service, ended = match.group(1), match.group(2), match.group(3)
+            if started == "Started":
+                running.add(service)
+            else:
+                running.discard(service or ended)
+        return {-number: service for number, service in enumerate(sorted(running), 1)}
+
+    def record(self) -> str:
+        disk = getattr(self, "state", None)
+        if disk is None or not (disk / "data.ext4").exists() or self.qemu():
+            return ""  # not yet, or still running: read once the VM is off
+        read = subprocess.run(["debugfs", "-R", "cat /volumes/data/record/events", str(disk / "data.ext4")],
+                              capture_output=True, text=True)
+        return read.stdout if read.returncode == 0 else ""
+
+    def qemu(self) -> list[str]:
+        marker = str(self.project.root)
+        return [f"pid {pid}: qemu" for pid in os.listdir("/proc") if pid.isdigit() and alive(int(pid))
+                and "qemu-system" in command_of(int(pid)) and marker in command_of(int(pid))]
+
+    def leftovers(self) -> list[str]:
+        return [f"unit {service}" for service in self.processes().values()] + self.qemu()
+
+    def clean(self) -> None:
+        for pid in self.qemu():
+            try:
+                os.kill(int(pid.split()[1].rstrip(":")), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+
+
 MANAGERS: dict[str, type[Driver]] = {"procfile": ProcfileDriver, "honcho": HonchoDriver,
-                                     "compose": ComposeDriver, "podman-kube": PodmanKubeDriver}
+                                     "compose": ComposeDriver, "podman-kube": PodmanKubeDriver,
+                                     "systemd-vm": VmDriver}
 
 
 @dataclass

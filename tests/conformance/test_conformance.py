@@ -12,8 +12,9 @@ runs); every fact is checked against those runs (tests/conformance/conftest.py).
 What a manager cannot express is in `UNSUPPORTED`, with the reason: such a case is an
 ``xfail(strict=True)`` that must fail on the fact itself (`FactFails`): a manager that suddenly
 could do it, or a run that broke for another reason (a missing component), fails the suite.
-A later manager (systemd, vm) joins by a `Driver` class in conftest.py (in `MANAGERS`) and its
-rows here; `podman-kube` is the Kubernetes renderer's manifests under `podman kube play`.
+A later manager joins by a `Driver` class in conftest.py (in `MANAGERS`) and its rows here;
+`podman-kube` is the Kubernetes renderer's manifests under `podman kube play`, `systemd-vm` the
+systemd renderer's units under real systemd in `doit run:vm`'s VM (every fact holds there).
 """
 
 from __future__ import annotations
