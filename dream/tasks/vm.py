@@ -13,6 +13,7 @@ deployment's ``vm:`` mapping (dream/vm/spec.py).
 
 from __future__ import annotations
 
+import posixpath
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -74,14 +75,19 @@ class VmTasks:
         from dream.renderers.systemd import SystemdRenderer
         from dream.services.plan import build_plan
         from dream.vm.build import config_dir
+        from dream.vm.system import ROOTFS
         plan = build_plan(deployment, in_image=True)
-        carried = [s["name"] for s in plan["services"] if s["env_files"]]
-        if carried:
-            raise DreamError(f"deployment {deployment.name}: service {carried[0]} reads env files, which a VM "
-                             "does not carry yet; set its variables in env instead")
         target = Target(root=Path("/"), out=self.root / "build" / deployment.name / "vm",
                         options={"root": "/", "config_dir": config_dir(deployment.name), "scope": "system"})
-        return plan, {file.path: file.content for file in SystemdRenderer().render(plan, target)}
+        files = {file.path: file.content for file in SystemdRenderer().render(plan, target)}
+        for service in plan["services"]:  # systemd reads them at each start, where the root has them
+            for name in service["env_files"]:
+                try:
+                    files[ROOTFS + posixpath.normpath(name)] = (self.root / name).read_text()
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise DreamError(f"service {service['name']}: env file {name}: cannot be read "
+                                     f"({getattr(exc, 'strerror', None) or exc})") from None
+        return plan, files
 
     def build(self, deployment: Deployment) -> tuple[Store, BuiltVm, VmSpec]:
         """The VM of ``deployment`` in the store (made unless its inputs' key names one)."""

@@ -34,6 +34,7 @@ from dream.oci.tree import FILE, Entry, Tree
 UNITS = "etc/systemd/system"
 SYSTEM = "/lib/systemd/system"
 DATA_MOUNT = "/var/lib/dream/data"
+ROOTFS = "rootfs/"  # a file of `install_deployment` that goes at its own path below /
 DATA_LABEL = "dream-data"
 ROOT_DEVICE = "/dev/vda"
 GUEST_ADDRESS = "10.0.2.15"  # QEMU user-mode networking: the guest, the gateway, the DNS
@@ -370,14 +371,17 @@ def forward_units(port: int) -> tuple[str, str]:
 
 def install_deployment(tree: Tree, deployment: str, files: Mapping[str, str], plan: Mapping[str, object],
                        config_dir: str) -> None:
-    """The rendered systemd files (path → text: units and their ``<unit>.d/`` drop-ins, and
-    ``config/…`` config files below ``config_dir``) installed and the target enabled, with the readiness line, the port forwards and the volumes."""
+    """The rendered systemd files (path → text: units and their ``<unit>.d/`` drop-ins,
+    ``config/…`` config files below ``config_dir``, ``rootfs/<path>`` files at ``/<path>``, owner
+    root, mode 0600: the env files, read by systemd itself) installed and the target enabled, with the readiness line, the port forwards and the volumes."""
     target = f"{deployment}.target"
     if target not in files:
         raise DreamError(f"the rendered systemd units have no {target}")
     for path, text in sorted(files.items()):
         if path.startswith("config/"):
             write_text(tree, posixpath.join(config_dir.lstrip("/"), path[len("config/"):]), text)
+        elif path.startswith(ROOTFS):  # a file the units read where the deployment's root has it (env files)
+            write_text(tree, path[len(ROOTFS):], text, 0o600)
         elif path != "plan.json":  # units, and their drop-ins (<unit>.d/<name>.conf)
             write_text(tree, f"{UNITS}/{path}", text)
     enable(tree, "multi-user.target", target, f"/{UNITS}/{target}")

@@ -47,3 +47,20 @@ def test_an_unreadable_file_is_one_line(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(DreamError, match=r"^shop.vm.lock.json: unreadable VM lock"):
         read_vm_lock(path, "web", "sha256:x")
+
+
+def test_a_vm_carries_the_env_files_its_units_read(tmp_path: Path) -> None:
+    """`render:vm`'s files (dream/tasks/vm.py): the units read db.env at /db.env, and the disk
+    gets the file there; an env file that cannot be read is one line."""
+    from dream.tasks.vm import VmTasks
+    from tests.unit.test_per_service_plan import SERVICES, load
+    recipe = load(tmp_path, SERVICES)
+    deployment = recipe.deployments["demo"]
+    (tmp_path / "db.env").write_text("DB_PASSWORD=s3cret\n")
+    tasks = VmTasks([recipe], tmp_path, lambda name: deployment, lambda task, d: None, lambda task: deployment)
+    _, files = tasks.units(deployment)
+    assert files["rootfs/db.env"] == "DB_PASSWORD=s3cret\n"
+    assert "EnvironmentFile=/db.env" in files["demo-db.service"]
+    (tmp_path / "db.env").unlink()
+    with pytest.raises(DreamError, match=r"^service db: env file db.env: cannot be read \(No such file or directory\)$"):
+        tasks.units(deployment)

@@ -147,6 +147,17 @@ def test_install_deployment_wires_units_readiness_forwards_and_volumes() -> None
     assert "systemd-socket-proxyd 127.0.0.1:5100" in system.read_text(tree, f"{units}/dream-forward-5100.service")
 
 
+def test_env_files_go_to_their_own_path_readable_by_root_only() -> None:
+    plan, files = demo()
+    tree = Tree()
+    system.install_deployment(tree, "db-app", {**files, "rootfs/secrets/app.env": "TOKEN=s3cret\n"}, plan,
+                              config_dir("db-app"))
+    entry = tree.get("secrets/app.env")
+    assert entry is not None and entry.data == b"TOKEN=s3cret\n"
+    assert (entry.mode & 0o777, entry.uid, entry.gid) == (0o600, 0, 0)
+    assert tree.get("etc/systemd/system/rootfs/secrets/app.env") is None
+
+
 def test_volumes_script_quotes_paths() -> None:
     script = system.volumes_script({"db": ["/srv/my data"]})
     assert "mkdir -p '/var/lib/dream/data/volumes/srv/my data' '/srv/my data'" in script
