@@ -27,13 +27,11 @@ import yaml
 
 from dream.errors import DreamError
 from dream.renderers.base import Plan
+from dream.renderers.kubernetes import KINDS, selector
 
 KUBECTL = "kubectl"
-PART_OF = "app.kubernetes.io/part-of"
-MANAGED_BY = "app.kubernetes.io/managed-by"
 ROLLOUT_TIMEOUT = "10m"  # kubectl's --timeout: a pull of a 7 GB image on a slow node fits
 ASK_TIMEOUT = "10s"  # --request-timeout of the first question, the cluster's version
-APPLIED_KINDS = ("deployment", "job", "service", "configmap")
 
 Run = Callable[[list[str]], "subprocess.CompletedProcess[str]"]
 
@@ -112,7 +110,7 @@ class KubectlManager:
         """Delete every object of the deployment that dream applied (PVCs with ``remove_volumes``),
         in the namespaces of the rendered files (none rendered: the context's namespace)."""
         self.check_cluster()
-        kinds = ",".join([*APPLIED_KINDS, *(["persistentvolumeclaim"] if self.remove_volumes else [])])
+        kinds = ",".join([*KINDS, *(["persistentvolumeclaim"] if self.remove_volumes else [])])
         rendered = files is not None and (files / f"{plan['name']}.yaml").is_file()
         namespaces = {tuple(namespace) for _, _, namespace in rendered_objects(plan, files)} if rendered else set()
         code = 0
@@ -120,11 +118,6 @@ class KubectlManager:
             code = code or self.show([self.executable(), "delete", kinds, "-l", selector(plan["name"]),
                                       *namespace, "--ignore-not-found", "--wait=true"])
         return code
-
-
-def selector(deployment: str) -> str:
-    """The label selector of every object rendered for ``deployment``."""
-    return f"{PART_OF}={deployment},{MANAGED_BY}=dream"
 
 
 def rendered_objects(plan: Plan, files: Path | None) -> list[tuple[str, str, list[str]]]:

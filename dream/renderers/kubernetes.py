@@ -44,6 +44,7 @@ IMAGES = ("pushed", "local")
 LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # RFC 1123 label, at most 63 (checked apart)
 CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 GPU = "nvidia.com/gpu"
+KINDS = ("deployment", "job", "service", "configmap")  # what is rendered, claims aside (they hold the data)
 JOB_BACKOFF_LIMIT = 6  # Kubernetes' own default
 LEAST_GATE_SLEEP = 0.1
 NAME, PART_OF, MANAGED_BY = "app.kubernetes.io/name", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by"
@@ -109,6 +110,11 @@ def _label(name: str, what: str) -> str:
         raise DreamError(f"{what}: Kubernetes name {name!r} is not a DNS-1123 label (at most 63 "
                          "lowercase letters, digits and `-`, starting and ending with a letter or digit)")
     return name
+
+
+def selector(deployment: str) -> str:
+    """The label selector of every object rendered for ``deployment`` (how they are deleted)."""
+    return f"{PART_OF}={deployment},{MANAGED_BY}=dream"
 
 
 def _labels(deployment: str, service: str | None = None) -> dict[str, str]:
@@ -529,7 +535,6 @@ def render(plan: Plan, target: Target) -> list[File]:
     ctx = _Context(plan, target)
     objects = _documents(ctx)
     deployment, manifest = plan["name"], f"{plan['name']}.yaml"
-    selector = f"{PART_OF}={deployment},{MANAGED_BY}=dream"
     namespace = f" -n {ctx.namespace}" if ctx.namespace else ""
     kustomization: dict[str, Any] = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization"}
     if ctx.namespace:
@@ -543,7 +548,7 @@ def render(plan: Plan, target: Target) -> list[File]:
         f"# Run: doit run:kubernetes -d {deployment}   (or, once `doit push:{deployment}-<service>` pushed "
         "every service's image:",
         f"#      kubectl apply -k {target.out})",
-        f"# Stop: kubectl delete deployment,job,service,configmap{namespace} -l {selector}   (add pvc to "
+        f"# Stop: kubectl delete {','.join(KINDS)}{namespace} -l {selector(deployment)}   (add pvc to "
         "drop the data)",
         f"# Podman: doit run:podman-kube -d {deployment}   (podman kube play, local images)",
         "# Each container runs dream's supervisor with its service's plan (command, env, user,",
