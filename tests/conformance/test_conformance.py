@@ -128,7 +128,13 @@ def test_order(runs: Runs, manager: str) -> None:
 @pytest.mark.parametrize("manager", cases("gating"))
 def test_gating(runs: Runs, manager: str) -> None:
     each(runs, manager, lambda run: before(run, "db-healthy", "app-start"))
-    decisive(runs_of(runs, manager), "db-healthy", "migrate-done")
+    if (manager, "order") not in UNSUPPORTED:
+        # The app also waits for migrate: some run must have had migrate done before redis was
+        # healthy, so that its start was decided by healthy alone. A manager whose app never
+        # waits for migrate (its `order` fact fails, strictly) needs no such run: podman plays
+        # the pods one by one, so migrate's end there falls before or after redis's readiness
+        # by the machine's speed.
+        decisive(runs_of(runs, manager), "db-healthy", "migrate-done")
 
 
 def answer(run: Run) -> dict:
