@@ -29,14 +29,16 @@ from dream.store import Descriptor, Store
 
 @dataclass
 class BuildContext:
-    """Where a layer is built: the recipe, its lock entry (read on first use), the store, and
-    the image layers below it (kind and descriptor, for builders that read them)."""
+    """Where a layer is built: the recipe, its lock entry (read on first use), the store, the
+    image layers below it (kind and descriptor, for builders that read them) and the image's
+    environment as those layers and the recipe make it (for a `run` step)."""
 
     recipe: Recipe
     layer: LayerSpec
     read_lock: Callable[[], Any]
     store: Store
     lower: Callable[[], list[tuple[str, Descriptor]]] = field(default=lambda: [])
+    image_env: Callable[[], dict[str, str]] = field(default=lambda: {})
 
     @cached_property
     def lock(self) -> Any:

@@ -216,6 +216,10 @@ def _normalize(path: Path, display: str, doc: dict[str, Any], lines: Lines, root
                                for i, item in enumerate(spec["files"])])
         elif kind == "from":
             _check_reference(spec, ("layers", index, "from"), lines, errors)
+        elif kind == "run":
+            spec = dict(spec, user=spec.get("user") or image.get("user") or "root",
+                        inputs=[_file_entry(item, ("layers", index, "run", "inputs", i), lines, root, errors)
+                                for i, item in enumerate(spec["inputs"])])
         places = {dotted(at[3:]): found for at, found in lines.items()
                   if len(at) > 3 and at[:3] == ("layers", index, kind)}
         layers.append(LayerSpec(name=layer["name"], kind=kind, spec=spec,

@@ -31,7 +31,7 @@ LAYER_NAME_RE = form(r"^[a-z0-9][a-z0-9._-]*$", "a layer name: lowercase letters
 TAG_RE = form(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", "a tag: up to 128 letters, digits, _ . -, not starting with . or -")
 OWNER_RE = form(r"^\d+:\d+$", "numeric uid:gid such as 1000:1000")
 PORT_RE = form(r"^\d{1,5}(/(tcp|udp|sctp))?$", "a port such as 8080, 8080/tcp or 53/udp")
-LAYER_KINDS = ("files", "debian", "cuda", "python", "home", "services", "from")
+LAYER_KINDS = ("files", "debian", "cuda", "python", "home", "services", "from", "run")
 OBJECT_RE = form(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$",
                  "an object reference module:Class, e.g. my_renderers.hello:HelloRenderer")
 USER_RE = form(r"^[a-z_][a-z0-9_-]{0,31}$", "a login name: up to 32 lowercase letters, digits, _ -, starting with a letter or _")
@@ -309,6 +309,44 @@ PYTHON = {
     },
 }
 
+RUN_LAYER = {
+    "type": "dict",
+    **doc("A command run at build time in a sandbox over the image layers below (kind `run`), "
+           "like a Dockerfile's `RUN`: what it writes under `outputs` becomes the layer, every "
+           "other write is dropped (and named). The sandbox has no network, `/tmp` is a tmpfs, "
+           "the layers below are read-only; it needs root. The one kind that depends on the "
+           "layers below: a change there runs the step again. `doit check:<image>` runs the "
+           "step again and names the files whose bytes differ (see docs/recipes.md)."),
+    "schema": {
+        "command": {"type": "list", "coerce": split_command, "required": True, "minlength": 1,
+                    "schema": {"type": "string"},
+                    **doc("The command (argv; a string is split with shell quoting rules, and no "
+                           "shell runs it: write `[sh, -c, '...']` for one).")},
+        "inputs": {"type": "list", "default": [], "schema": FILE_ENTRY,
+                   **doc("Project files the step may read, as `files` entries (`src`, `dest`, "
+                          "`exclude`, …): staged read-only at `dest` over the layers below and "
+                          "hashed into the key; not part of the layer unless the step writes "
+                          "them under an output.", [])},
+        "outputs": {"type": "list", "required": True, "minlength": 1,
+                    "schema": {"type": "string", "regex": ABSOLUTE, "check_with": _image_path},
+                    **doc("Absolute paths in the image: what the step writes at or below them "
+                           "becomes the layer (`/` takes every write, as `RUN` does). Each must "
+                           "exist when the step ends.")},
+        "user": {"type": "string", "empty": False,
+                 **doc("`user`, `uid` or `user:group` the step runs as, looked up in the layers "
+                        "below. Default: `image.user`, else root.")},
+        "workdir": {"type": "string", "regex": ABSOLUTE, "default": "/",
+                    **doc("Working directory of the step; it must exist.", "/")},
+        "env": {"type": "dict", "default": {}, "keysrules": {"type": "string", "regex": ENV_NAME_RE},
+                "valuesrules": {"type": "string", "coerce": to_text},
+                **doc("Variables over the step's environment: `PATH`, the image's environment "
+                       "so far, then `SOURCE_DATE_EPOCH`, `HOME` (the user's), `TZ=UTC`, "
+                       "`LC_ALL=C.UTF-8` (and `PYTHONDONTWRITEBYTECODE=1` under the image's).", {})},
+        "timeout": {"type": "integer", "min": 1, "default": 3600,
+                    **doc("Seconds the step may run before the sandbox is killed.", 3600)},
+    },
+}
+
 LAYER = {
     "type": "dict",
     "exactly_one_of": list(LAYER_KINDS),
@@ -322,6 +360,7 @@ LAYER = {
         "python": PYTHON_LAYER,
         "home": HOME_LAYER,
         "services": SERVICES_LAYER,
+        "run": RUN_LAYER,
         "from": {"type": "string", "regex": REFERENCE_PATTERN,
                  **doc("An image in a registry (kind `from`), `host/repository:tag` or "
                         "`…@sha256:…`: its layers are reused as they are, its config (Env, "

@@ -135,6 +135,7 @@ class Store:
         self.locks = self.meta / "locks"
         self.sources_dir = self.meta / "sources"
         self.verified = self.meta / "verified"
+        self.rootfs = self.meta / "rootfs"  # image layers unpacked for run steps (a cache)
         self._checked: dict[str, tuple[str, bool]] = {}  # hex → (stamp, verdict), this process
 
     # -- set-up ---------------------------------------------------------------------------

@@ -268,6 +268,10 @@ def gc(store: Store) -> Report:
             else:
                 report.freed += temporary.stat().st_size
                 temporary.unlink()
+        if store.rootfs.is_dir():  # made again by the next run step that needs them; none runs now
+            report.freed += sum(os.lstat(os.path.join(folder, name)).st_size
+                                for folder, _, names in os.walk(store.rootfs) for name in names)
+            shutil.rmtree(store.rootfs)
     return report
 
 

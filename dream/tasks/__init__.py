@@ -8,6 +8,7 @@ Tasks (``doit list --all``):
   shell:<image>          a shell in the image on the current directory (dream/shell.py)
   push:<image>           push the built image to registries (image.push or --to)
   pull:<image>           fetch the blobs of the image that only a registry holds
+  check:<image>          run the image's run steps again; name the files whose bytes differ
   render:<renderer>      write a deployment's files: procfile, compose, plugins (dream/tasks/services.py)
   render:images          an image per service of a deployment, in the store
   run:procfile           run a deployment under dream's supervisor
@@ -246,7 +247,17 @@ class ImageJob:
 
     def context(self, layer: LayerSpec, store: Store) -> BuildContext:
         return BuildContext(self.recipe, layer, lambda: locked_inputs(self.recipe, layer.name, self.locks()),
-                            store, lambda: self.lower(layer))
+                            store, lambda: self.lower(layer), lambda: self.env_below(layer))
+
+    def env_below(self, layer: LayerSpec) -> dict[str, str]:
+        """The image's environment as the layers below ``layer`` and the recipe make it (the
+        order of `config`: a base image's, the layers', the recipe's)."""
+        env: dict[str, str] = {}
+        for below in self.recipe.layers[:self.recipe.layers.index(layer)]:
+            extra = BUILDERS[below.kind].config(self.context(below, Store(store_path(), fetch=_fetch)))
+            env.update(extra.get("base", {}).get("env", {}))
+            env.update(extra.get("env", {}))
+        return {**env, **self.recipe.image.get("env", {})}
 
     def lower(self, layer: LayerSpec) -> list[tuple[str, Descriptor]]:
         """Kind and descriptor of every built image layer below ``layer``."""
@@ -308,6 +319,37 @@ class ImageJob:
         print(f"{self.recipe.name}: {manifest.digest} "
               f"({sum(d.size for _, _, d in layers):,} bytes in {len(layers)} layers)")
         return {"digest": manifest.digest}
+
+    def check(self) -> None | TaskFailed:
+        """`doit check:<image>`: run each run layer's step again in a fresh sandbox and compare
+        its files with the stored layer's (as `nix build --check` does)."""
+        from dream.builders.run import RunBuilder
+        steps = [job for job in self.layers if isinstance(job.builder, RunBuilder)]
+        if not steps:
+            print(f"{self.recipe.name}: no run layers to check")
+            return None
+        unreproducible = []
+        store = open_store(fetch=_fetch)
+        with store.lock("store", shared=True):
+            for job in steps:
+                assert isinstance(job.builder, RunBuilder)
+                label, built = f"layer:{self.recipe.name}/{job.name}", job.built(store)
+                if built is None:
+                    raise DreamError(f"{label} is not built; run `doit build:{self.recipe.name}`")
+                ctx = self.context(job.layer, store)
+                with ctx.scratch() as scratch:
+                    differ, compared = job.builder.differences(ctx, built, scratch)
+                if differ:
+                    unreproducible.append(label)
+                    print(f"{label}: NOT reproducible: {len(differ)} of {compared} entries differ "
+                          f"from the stored layer: {', '.join(differ[:10])}"
+                          + (f" and {len(differ) - 10} more" if len(differ) > 10 else ""))
+                else:
+                    print(f"{label}: reproducible: the same {compared} entries, byte for byte")
+        if unreproducible:
+            return TaskFailed(f"{len(unreproducible)} of {len(steps)} run steps gave other bytes: "
+                              + ", ".join(unreproducible))
+        return None
 
     def lock(self, upgrade: bool, upgrade_package: list[str]) -> None:
         """Write the lock, moving only what changed (or what ``--upgrade…`` names)."""
@@ -447,13 +489,21 @@ def dodo_tasks(root: Path | None = None) -> dict[str, Callable[[], Any]]:
             yield {"name": name, "doc": f"fetch every blob of {name} into the store",
                    "actions": [image.pull], "task_dep": [f"build:{name}"], "verbosity": 2}
 
+    def task_check() -> Any:
+        """run an image's run steps again in fresh sandboxes; name the files whose bytes differ"""
+        for image in jobs:
+            name = image.recipe.name
+            yield {"name": name, "doc": f"check that {name}'s run steps give the same bytes again",
+                   "actions": [image.check], "task_dep": [f"build:{name}"], "verbosity": 2}
+
     def task_shell() -> Any:
         """a shell in an image on the current directory (--cmd CMD runs CMD)"""
         for image in jobs:
             yield shell_task(image)
 
     creators = {"task_layer": task_layer, "task_shell": task_shell, "task_build": task_build, "task_lock": task_lock,
-                "task_load": task_load, "task_push": task_push, "task_pull": task_pull, "task_verify": task_verify,
+                "task_load": task_load, "task_push": task_push, "task_pull": task_pull, "task_check": task_check,
+                "task_verify": task_verify,
                 "task_gc": task_gc, **services}
     return {name: guard_creator(creator, name.removeprefix("task_")) for name, creator in creators.items()}
 
