@@ -533,7 +533,7 @@ def task_verify() -> dict[str, Any]:
 
 
 def task_gc() -> dict[str, Any]:
-    """remove blobs that no tagged image uses (--cache: also every downloaded wheel and deb)"""
+    """remove blobs that no tagged image uses and the layers unpacked for run steps (--cache: also every downloaded wheel and deb)"""
 
     def run(cache: bool) -> None | TaskFailed:
         from dream.store.maintenance import gc

@@ -61,6 +61,15 @@ CASES = [
      "bad.yaml:4: layers[0].files[0].dest", "a file or symlink cannot replace the image root"),
     ("python-requirements", "layers:\n  - name: p\n    python: {requirements: []}\n",
      {}, "bad.yaml:3: layers[0].python.requirements", "min length is 1"),
+    ("run-no-outputs", "layers:\n  - name: r\n    run:\n      command: [make]\n", {},
+     "bad.yaml:3: layers[0].run.outputs", "required field"),
+    ("run-relative-output", "layers:\n  - name: r\n    run:\n      command: make\n      outputs: [out]\n", {},
+     "bad.yaml:5: layers[0].run.outputs[0]", "must be an absolute path (starting with /)"),
+    ("run-empty-command", "layers:\n  - name: r\n    run:\n      command: []\n      outputs: [/out]\n", {},
+     "bad.yaml:4: layers[0].run.command", "min length is 1"),
+    ("run-missing-input", "layers:\n  - name: r\n    run:\n      command: make\n      outputs: [/out]\n"
+     "      inputs: [{src: nowhere, dest: /src}]\n", {},
+     "bad.yaml:6: layers[0].run.inputs[0].src", "no such file or directory: nowhere"),
 ]
 
 
