@@ -31,7 +31,7 @@ DATA = REPO / "tests" / "data" / "run-layer"
 DEBIAN = """\
   - name: debian
     debian:
-      packages: [python3, python3-dev, gcc, libc6-dev]
+      packages: [python3, python3-dev, gcc, libc6-dev, python3-pip, python3-setuptools]
       exclude: [/usr/share/doc/*, /usr/share/man/*, /usr/share/locale/*, /usr/share/info/*]
 """
 RECIPE = """\
@@ -93,6 +93,34 @@ def test_the_image_runs_the_compiled_extension_and_the_generated_module(built: P
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["5", "16"]  # fast.add(2, 3) from gcc's .so, squares[4] from gen.py
+
+
+SDIST = "MarkupSafe-2.1.5.tar.gz"  # a real project with a C extension, built from its sdist (no wheel)
+
+
+def test_a_package_without_a_wheel_builds_from_its_sdist_in_a_step(built: Project) -> None:
+    require_docker()
+    sdist = built.root / "recipes" / "sdist"
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+                    "--no-binary", ":all:", "--no-deps", "markupsafe==2.1.5", "-d", str(sdist)],
+                   check=True, capture_output=True, timeout=300)
+    # In a fixed folder: pip's own build folder has a random name, which gcc writes into the
+    # .so's debug information (check:sd found it: two runs, two .so files).
+    install = (f"cd /tmp && tar xzf /src/{SDIST} && cd {SDIST.removesuffix('.tar.gz')} && python3 -m pip install "
+               "--no-index --no-build-isolation --no-deps --no-cache-dir --break-system-packages .")
+    recipe = ("image: {name: sd}\nlayers:\n" + DEBIAN
+              + f"  - name: markupsafe\n    run:\n      command: [sh, -c, {json.dumps(install)}]\n"
+                "      inputs: [{src: sdist, dest: /src}]\n      outputs: [/usr/local]\n")
+    (built.root / "recipes" / "sd.yaml").write_text(recipe)
+    _with_lock(built, "sd", built.root / "recipes" / "cext.lock.json")
+    assert "layer:sd/markupsafe: reproducible" in built.doit("check:sd").stdout
+    built.doit("load:sd")
+    run = subprocess.run(["docker", "run", "--rm", "--network", "none", "sd", "python3", "-c",
+                          "import markupsafe, markupsafe._speedups as s; print(s.__file__, markupsafe.escape('<a>'))"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    speedups = "/usr/local/lib/python3.11/dist-packages/markupsafe/_speedups.cpython-311-x86_64-linux-gnu.so"
+    assert run.stdout.split() == [speedups, "&lt;a&gt;"]  # the C extension, not the pure-Python fallback
 
 
 def test_two_builds_from_empty_stores_give_the_same_digest(built: Project, tmp_path: Path) -> None:
