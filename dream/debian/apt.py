@@ -7,6 +7,7 @@ live under dream's cache directory (``DREAM_CACHE``, default ``~/.cache/dream``)
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -115,7 +116,11 @@ class Apt:
         self.status.touch()
         if self.suite:
             write_sources(self.suite, self.root / "sources.list.d")
-        self._run("apt-get", "update")
+        # Another dream process (a second `doit lock`, a build) may be updating these lists:
+        # apt-get does not wait for its own lock, it fails ("Could not get lock"), so wait here.
+        with open(self.root / "update.lock", "a+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            self._run("apt-get", "update")
         _UPDATED.add(self.root)
 
     def has_lists(self) -> bool:

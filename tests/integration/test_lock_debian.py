@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 
 import pytest
 
@@ -71,3 +72,14 @@ def test_an_unknown_debian_package_points_at_its_line(tmp_path) -> None:  # type
     assert "recipes/typo.yaml:5: layers.debian.debian.packages: no Debian package 'jqq' in the apt sources" \
         in run.stdout.splitlines()
     assert not (project.root / "recipes/typo.lock.json").exists()
+
+
+def test_two_processes_updating_one_apt_state_at_once_both_succeed(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """apt-get fails at once on its lists lock ("Could not get lock"); two `doit lock` runs on
+    one machine share the state, so the second waits for the first instead."""
+    require("apt-get")
+    script = f"from pathlib import Path; from dream.debian.apt import Apt; Apt(root=Path({str(tmp_path)!r})).update()"
+    runs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    results = [(run.wait(timeout=300), run.stderr.read()) for run in runs]  # type: ignore[union-attr]
+    assert [code for code, _ in results] == [0, 0], results
