@@ -62,9 +62,12 @@ def _project(base: Path, recipes: dict[str, str]) -> Project:
     return project
 
 
-def _with_lock(project: Project, name: str, lock: Path) -> None:
-    """A recipe over the same Debian layer takes the module's lock (the store has that layer)."""
-    entry = json.loads(lock.read_text())
+def _add_recipe(project: Project, name: str, step: str) -> None:
+    """A recipe ``name``: the module's Debian layer (its lock entry too: the store has that
+    layer) and one run layer ``step`` (YAML of its fields, indented under ``run:``)."""
+    text = f"image: {{name: {name}}}\nlayers:\n{DEBIAN}  - name: {name}\n    run:\n{step}"
+    (project.root / "recipes" / f"{name}.yaml").write_text(text)
+    entry = json.loads((project.root / "recipes" / "cext.lock.json").read_text())
     entry["layers"] = {"debian": entry["layers"]["debian"]}
     (project.root / "recipes" / f"{name}.lock.json").write_text(json.dumps(entry))
 
@@ -108,12 +111,9 @@ def test_a_package_without_a_wheel_builds_from_its_sdist_in_a_step(built: Projec
     # .so's debug information (check:sd found it: two runs, two .so files).
     install = (f"cd /tmp && tar xzf /src/{SDIST} && cd {SDIST.removesuffix('.tar.gz')} && python3 -m pip install "
                "--no-index --no-build-isolation --no-deps --no-cache-dir --break-system-packages .")
-    recipe = ("image: {name: sd}\nlayers:\n" + DEBIAN
-              + f"  - name: markupsafe\n    run:\n      command: [sh, -c, {json.dumps(install)}]\n"
-                "      inputs: [{src: sdist, dest: /src}]\n      outputs: [/usr/local]\n")
-    (built.root / "recipes" / "sd.yaml").write_text(recipe)
-    _with_lock(built, "sd", built.root / "recipes" / "cext.lock.json")
-    assert "layer:sd/markupsafe: reproducible" in built.doit("check:sd").stdout
+    _add_recipe(built, "sd", f"      command: [sh, -c, {json.dumps(install)}]\n"
+                             "      inputs: [{src: sdist, dest: /src}]\n      outputs: [/usr/local]\n")
+    assert "layer:sd/sd: reproducible" in built.doit("check:sd").stdout
     built.doit("load:sd")
     run = subprocess.run(["docker", "run", "--rm", "--network", "none", "sd", "python3", "-c",
                           "import markupsafe, markupsafe._speedups as s; print(s.__file__, markupsafe.escape('<a>'))"],
@@ -133,19 +133,13 @@ def test_two_builds_from_empty_stores_give_the_same_digest(built: Project, tmp_p
 
 
 def test_check_names_the_file_a_clock_step_wrote(built: Project) -> None:
-    recipe = "image: {name: clock}\nlayers:\n" + DEBIAN + """\
-  - name: stamp
-    run:
-      command: [sh, -c, 'mkdir /out && date +%s%N > /out/now && echo same > /out/fixed']
-      outputs: [/out]
-"""
-    (built.root / "recipes" / "clock.yaml").write_text(recipe)
-    _with_lock(built, "clock", built.root / "recipes" / "cext.lock.json")
+    _add_recipe(built, "clock", "      command: [sh, -c, 'mkdir /out && date +%s%N > /out/now && echo same > /out/fixed']\n"
+                                "      outputs: [/out]\n")
     run = built.doit("check:clock", check=False)
     out = run.stdout + run.stderr
     assert run.returncode != 0 and "Traceback" not in out
     line = next(line for line in out.splitlines() if "NOT reproducible" in line)
-    assert "layer:clock/stamp" in line and "/out/now" in line and "/out/fixed" not in line
+    assert "layer:clock/clock" in line and "/out/now" in line and "/out/fixed" not in line
 
 
 @pytest.fixture
@@ -174,13 +168,9 @@ def test_a_step_has_no_network_not_even_the_hosts_loopback(built: Project,
              f"try:\n    socket.create_connection(('127.0.0.1', {port}), timeout=5); r = 'connected'\n"
              f"except OSError as e:\n    r = 'failed: ' + str(e)\n(out / 'net').write_text(r)\n"
              f"open('/etc/stray', 'w').write('dropped')\n")
-    recipe = ("image: {name: netless}\nlayers:\n" + DEBIAN
-              + f"  - name: probe\n    run:\n      command: [python3, -c, {json.dumps(probe)}]\n"
-                "      outputs: [/out]\n")
-    (built.root / "recipes" / "netless.yaml").write_text(recipe)
-    _with_lock(built, "netless", built.root / "recipes" / "cext.lock.json")
+    _add_recipe(built, "netless", f"      command: [python3, -c, {json.dumps(probe)}]\n      outputs: [/out]\n")
     run = built.doit("build:netless")
-    assert "netless/probe: dropped 1 writes outside its outputs: /etc/stray" in run.stdout
+    assert "netless/netless: dropped 1 writes outside its outputs: /etc/stray" in run.stdout
     layer = _layer_digests(built, "netless")[-1]
     listing = subprocess.run(["tar", "-xzOf", str(built.store / "blobs" / "sha256" / layer[7:]), "out/net"],
                              capture_output=True, text=True, check=True).stdout
@@ -189,14 +179,8 @@ def test_a_step_has_no_network_not_even_the_hosts_loopback(built: Project,
 
 
 def test_a_failing_step_is_one_line_and_leaves_nothing(built: Project) -> None:
-    recipe = "image: {name: boom}\nlayers:\n" + DEBIAN + """\
-  - name: boom
-    run:
-      command: [sh, -c, 'echo compiling; echo the compiler broke >&2; exit 3']
-      outputs: [/out]
-"""
-    (built.root / "recipes" / "boom.yaml").write_text(recipe)
-    _with_lock(built, "boom", built.root / "recipes" / "cext.lock.json")
+    _add_recipe(built, "boom", "      command: [sh, -c, 'echo compiling; echo the compiler broke >&2; exit 3']\n"
+                               "      outputs: [/out]\n")
     refs = sorted((built.store / "dream" / "refs").glob("*/*.json"))
     run = built.doit("build:boom", check=False)
     out = run.stdout + run.stderr
@@ -225,14 +209,8 @@ def test_a_change_above_keeps_the_steps_and_one_below_runs_them_again(built: Pro
 
 
 def test_ctrl_c_during_a_step_is_one_line_and_kills_the_sandbox(built: Project) -> None:
-    recipe = "image: {name: slow}\nlayers:\n" + DEBIAN + """\
-  - name: wait
-    run:
-      command: [sh, -c, 'mkdir /out && touch /out/started && exec sleep 600']
-      outputs: [/out]
-"""
-    (built.root / "recipes" / "slow.yaml").write_text(recipe)
-    _with_lock(built, "slow", built.root / "recipes" / "cext.lock.json")
+    _add_recipe(built, "slow", "      command: [sh, -c, 'mkdir /out && touch /out/started && exec sleep 600']\n"
+                               "      outputs: [/out]\n")
     process = subprocess.Popen([sys.executable, "-m", "doit", "build:slow"], cwd=built.root, text=True,
                                env={**os.environ, "DREAM_STORE": str(built.store)},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
