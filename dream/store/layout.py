@@ -10,6 +10,8 @@
   to hold a blob. A descriptor whose blob is only there (a base image's layer, a layer found in
   the remote cache) counts as available: its bytes are fetched, verified, only when something
   reads them (`local_blob`, through the ``fetch`` hook the store was opened with), and a push to the same registry mounts it instead of uploading.
+- When a tag moves to another manifest (or is removed), ``dream/previous/<name>.json`` keeps
+  the manifest and config it named before, so `doit inspect` can say what the last build changed.
 - A blob is trusted only once its bytes were hashed on this machine: a marker
   (``dream/verified/<hex>``) records the file's stat (size, mtime, ctime, inode) as it was when
   hashed, so an unchanged file is not hashed again (a no-op build stays a few stats), while a
@@ -30,6 +32,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
+from urllib.parse import quote
 
 from dream.errors import DreamError
 from dream.oci.descriptor import Descriptor
@@ -450,6 +453,9 @@ class Store:
         entry["annotations"] = {**entry.get("annotations", {}), REF_NAME: name}
         with self.lock("index"):
             index = self.index()
+            for old in index["manifests"]:
+                if old.get("annotations", {}).get(REF_NAME) == name and old.get("digest") != manifest.digest:
+                    self._remember_previous(name, old)
             index["manifests"] = [m for m in index["manifests"]
                                   if m.get("annotations", {}).get(REF_NAME) != name] + [entry]
             index["manifests"].sort(key=lambda m: m.get("annotations", {}).get(REF_NAME, ""))
@@ -465,9 +471,40 @@ class Store:
             kept = [m for m in index["manifests"] if m.get("annotations", {}).get(REF_NAME) != name]
             if len(kept) == len(index["manifests"]):
                 return False
+            for old in index["manifests"]:
+                if old not in kept:
+                    self._remember_previous(name, old)
             index["manifests"] = kept
             self._write_index(index)
             return True
+
+    # -- the previous image of a tag (what `doit inspect` compares with) -------------------
+    def _previous_path(self, name: str) -> Path:
+        return self.meta / "previous" / f"{quote(name, safe='')}.json"
+
+    def _remember_previous(self, name: str, entry: dict[str, Any]) -> None:
+        """Keep the manifest (and config) that ``name`` pointed at before it moves or goes, in
+        ``dream/previous/<name>.json``: their bodies, not only the digest, because no tag keeps
+        those blobs from `gc`. Only a comparison is lost when this fails, never the tag."""
+        record: dict[str, Any] = {"name": name, "manifest": {k: entry[k] for k in ("mediaType", "digest", "size")
+                                                             if k in entry}}
+        try:
+            body = self.read_json(entry["digest"])
+            record["body"] = body
+            record["config"] = self.read_json(body["config"]["digest"])
+        except (DreamError, KeyError, TypeError):
+            pass  # a manifest or config gone already: its digest is all there is to compare
+        with contextlib.suppress(OSError, DreamError):
+            self._previous_path(name).parent.mkdir(parents=True, exist_ok=True)
+            self._write_atomic(self._previous_path(name), canonical_json(record))
+
+    def previous(self, name: str) -> dict[str, Any] | None:
+        """What `_remember_previous` kept for ``name`` (keys ``manifest``, ``body``, ``config``), or None."""
+        try:
+            record = json.loads(self._previous_path(name).read_bytes())
+        except (OSError, ValueError, RecursionError):
+            return None
+        return record if isinstance(record, dict) else None
 
     def _write_index(self, index: dict[str, Any]) -> None:
         self._write_atomic(self.root / "index.json", json.dumps(index, indent=2, sort_keys=True).encode() + b"\n")

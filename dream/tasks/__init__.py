@@ -501,9 +501,15 @@ def dodo_tasks(root: Path | None = None) -> dict[str, Callable[[], Any]]:
         for image in jobs:
             yield shell_task(image)
 
+    def task_inspect() -> Any:
+        """show an image's layers, biggest files and config (--svg FILE: draw the layers)"""
+        from dream.tasks.inspect import inspect_task
+        for image in jobs:
+            yield inspect_task(image, _fetch)
+
     creators = {"task_layer": task_layer, "task_shell": task_shell, "task_build": task_build, "task_lock": task_lock,
                 "task_load": task_load, "task_push": task_push, "task_pull": task_pull, "task_check": task_check,
-                "task_verify": task_verify,
+                "task_verify": task_verify, "task_inspect": task_inspect,
                 "task_gc": task_gc, **services}
     return {name: guard_creator(creator, name.removeprefix("task_")) for name, creator in creators.items()}
 
