@@ -4,7 +4,7 @@ A table of the image's layers (name, kind, compressed and uncompressed size, fil
 of the image, and what changed since the previous build of the tag), the biggest files and the
 layer holding each, and the config. ``--svg FILE`` draws the layers as one picture: a bar per
 layer, its length the layer's uncompressed size (its darker part the compressed size), colored
-by kind (drawsvg, the optional extra ``dream[inspect]``; ``FILE.png`` also needs cairosvg).
+by kind (drawsvg, the optional extra ``dream[inspect]``).
 
 - Names and comments come from the image config's history (dream writes ``dream layer <name>``
   per layer), kinds from the recipe's layer jobs of that name.
@@ -418,8 +418,8 @@ def svg_text(report: Report) -> str:
 
 
 def check_picture_target(path: str) -> Path:
-    """The ``--svg`` path, checked before any layer is read: its folder exists, drawsvg (and for
-    a ``.png`` cairosvg) can be imported; otherwise one line."""
+    """The ``--svg`` path, checked before any layer is read: an ``.svg`` file in a folder that
+    exists, and drawsvg importable; otherwise one line."""
     target = Path(path)
     if target.is_dir():
         raise DreamError(f"--svg {path}: is a directory; give a file name such as {target / 'layers.svg'}")
@@ -429,21 +429,15 @@ def check_picture_target(path: str) -> Path:
         import drawsvg  # noqa: F401
     except ImportError:
         raise DreamError(INSTALL_HINT) from None
-    if target.suffix.lower() == ".png":
-        try:
-            import cairosvg  # noqa: F401
-        except (ImportError, OSError):
-            raise DreamError(f"--svg {path}: a PNG needs cairosvg and the cairo library "
-                             "(pip install cairosvg); or give a .svg file") from None
+    if target.suffix.lower() != ".svg":
+        raise DreamError(f"--svg {path}: the picture is an SVG file; name it …/{target.stem}.svg "
+                         "(a browser or `rsvg-convert` turns it into a PNG)")
     return target
 
 
 def write_picture(report: Report, target: Path) -> None:
     """Write the picture whole or not at all (a temporary file beside it, then a rename)."""
     data = svg_text(report).encode()
-    if target.suffix.lower() == ".png":
-        import cairosvg
-        data = cairosvg.svg2png(bytestring=data)
     temporary = target.with_name(f".{target.name}.{os.getpid()}")
     try:
         temporary.write_bytes(data)
@@ -481,4 +475,4 @@ def inspect_task(image: ImageJob, fetch: Callable[[Store, Descriptor], None] | N
     return {"name": name, "doc": f"show {name}'s layers, biggest files and config (--svg FILE: draw the layers)",
             "actions": [(run_inspect, [image, fetch])], "verbosity": 2, "uptodate": [False],
             "params": [{"name": "svg", "long": "svg", "type": str, "default": "",
-                        "help": "also draw the layers into this SVG file (.png: needs cairosvg)"}]}
+                        "help": "also draw the layers into this SVG file"}]}

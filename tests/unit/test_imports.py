@@ -26,8 +26,12 @@ def _normalized(name: str) -> str:
 
 
 def _declared() -> set[str]:
+    """The dependencies and the extras' (an optional import, such as `inspect`'s drawsvg, is
+    declared in its extra; the `test` extra is not for dream's own code)."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return {_normalized(re.split(r"[\s<>=!~;\[]", spec, maxsplit=1)[0]) for spec in project["dependencies"]}
+    extras = [spec for name, specs in project.get("optional-dependencies", {}).items() if name != "test"
+              for spec in specs]
+    return {_normalized(re.split(r"[\s<>=!~;\[]", spec, maxsplit=1)[0]) for spec in project["dependencies"] + extras}
 
 
 @pytest.mark.parametrize("module", MODULES)

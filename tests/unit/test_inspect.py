@@ -221,6 +221,8 @@ def test_the_svg_target_is_checked_before_any_layer_is_read(tmp_path: Path) -> N
     with pytest.raises(DreamError, match="is a directory"):
         ins.check_picture_target(str(tmp_path))
     assert ins.check_picture_target(str(tmp_path / "x.svg")) == tmp_path / "x.svg"
+    with pytest.raises(DreamError, match="the picture is an SVG file; name it …/x.svg"):
+        ins.check_picture_target(str(tmp_path / "x.png"))
 
 
 def test_without_drawsvg_the_svg_option_says_how_to_install_it(tmp_path: Path,
