@@ -1,5 +1,6 @@
-"""No-op benchmark (issue 14): `doit build:gpu-image` with everything up to date, against a
-cached `docker build` measured in the same run.
+"""No-op and one-file-change benchmark (issue 14): `doit build:gpu-image` with everything up to
+date, and after a line appended to the app's one file, against a cached `docker build` and the
+same change measured in the same run.
 
 Run from the repository root:   python bench/noop_bench.py [--runs 9] [--keep]
 
@@ -15,13 +16,25 @@ the image once (a few minutes with warm download caches; setup, not in the table
   starting Python, doit and importing dream's task wiring cost before any recipe is read);
 - **dream no-op**: ``python -m doit build:gpu-image`` again (recipes from
   ``.dream/recipe-cache``, every layer task up to date);
+- **dream no-op, bytecode cached**: the same with ``PYTHONPYCACHEPREFIX`` set to a folder of the
+  scratch directory and ``PYTHONDONTWRITEBYTECODE`` removed, so dream's modules are read from
+  bytecode, as after a ``pip install`` (which compiles them) or in any shell that lets Python
+  write its caches. A shell with ``PYTHONDONTWRITEBYTECODE=1`` (the output says whether this
+  one has it) and an editable install compiles dream's source in every command: the plain row;
 - **dream no-op, no recipe cache**: the same after deleting ``.dream/recipe-cache`` (every
   recipe read, merged and validated by cerberus, as before issue 14);
+- **dream one-file change**: a line appended to ``recipes/gpu-app/main.py``, then ``python -m
+  doit build:gpu-image`` (it must run only ``layer:gpu-image/app`` and the image), plain and
+  with bytecode cached;
 - **docker no-op**: ``DOCKER_BUILDKIT=0 docker build`` of a small Dockerfile (``FROM scratch``,
   the recipe's env, labels, workdir, user and cmd, and ``COPY`` of the same app folder) whose
   every step is cached: the docker CLI's start, the context upload and the engine's cache
-  look-ups, the peer of dream's start-up and up-to-date checks. Skipped (n/a) without a Docker
-  engine.
+  look-ups, the peer of dream's start-up and up-to-date checks; **docker one-file change**: the
+  same line appended to the context's copy of the file, then the same build (the ``COPY`` and
+  the steps after it run again). Skipped (n/a) without a Docker engine.
+
+At the end the app file is restored and built once more, so that the store's ``gpu-image`` tag
+names the image it named before.
 
 Wall seconds, ``time.perf_counter`` around each subprocess, process start-up included; min and
 median of the runs; ``docker/dream`` above 1 means dream is faster. One machine, one image: the
@@ -38,11 +51,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = "gpu-image"
 PEER = "noop-peer:bench"
 TARGET = 0.2  # issue 14: a no-op is start-up, at most this on a quiet machine
+CHANGE_TARGET = 0.3  # issue 14: a one-file app change
+APP_FILE = Path("recipes") / "gpu-app" / "main.py"
 
 DOCKERFILE = """\
 FROM scratch
@@ -123,6 +139,7 @@ def main() -> None:
     env = {**os.environ, "DREAM_STORE": str(store)}
     docker_env = {**os.environ, "DOCKER_BUILDKIT": "0"}
     have_docker = docker_works()
+    restore: Callable[[], None] | None = None
     try:
         project = dream_project(root)
         say(f"machine: nproc {os.cpu_count()}, Python {sys.version.split()[0]} ({python})")
@@ -133,6 +150,20 @@ def main() -> None:
         ran = [line for line in check.splitlines() if line.startswith(".  ")]
         if ran:
             raise SystemExit(f"bench: the second build was no no-op, it ran: {', '.join(ran)}")
+        cached_env = {**env, "PYTHONPYCACHEPREFIX": str(root / "pycache")}
+        cached_env.pop("PYTHONDONTWRITEBYTECODE", None)
+        output([python, "-m", "doit", f"build:{IMAGE}"], project, cached_env)  # writes the bytecode
+        say(f"PYTHONDONTWRITEBYTECODE is {'set' if os.environ.get('PYTHONDONTWRITEBYTECODE') else 'not set'} "
+            "in this shell (set: the plain rows compile dream's source in every command)")
+        app = project / APP_FILE
+        original = app.read_bytes()
+
+        def restore_app() -> None:
+            app.write_bytes(original)
+            subprocess.run([python, "-m", "doit", f"build:{IMAGE}"], cwd=project, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        restore = restore_app
         context = None
         if have_docker:
             context = docker_context(root)
@@ -141,18 +172,44 @@ def main() -> None:
         else:
             say("docker: no Docker engine answers `docker info`; its column is n/a")
         cache_dir = project / ".dream" / "recipe-cache"
-        results: dict[str, list[float]] = {name: [] for name in ("doit", "dream.tasks", "dream", "dream-cold", "docker")}
+        names = ("doit", "dream.tasks", "dream", "dream-pyc", "dream-cold", "change", "change-pyc",
+                 "docker", "docker-change")
+        results: dict[str, list[float]] = {name: [] for name in names}
+        build = [python, "-m", "doit", f"build:{IMAGE}"]
+        edits = 0
+
+        def change(run_env: dict[str, str]) -> float:
+            nonlocal edits
+            edits += 1
+            with open(app, "a") as handle:  # a line no earlier run wrote: the store has no layer of it
+                handle.write(f"# change {os.getpid()}-{edits}\n")
+            start = time.perf_counter()
+            out = output(build, project, run_env)
+            seconds = time.perf_counter() - start
+            ran = [line[3:] for line in out.splitlines() if line.startswith(".  ")]
+            if ran != [f"layer:{IMAGE}/app", f"build:{IMAGE}"]:
+                raise SystemExit(f"bench: the one-file change ran {', '.join(ran)}")
+            return seconds
+
         for _ in range(args.runs):
             results["doit"].append(timed([python, "-c", "import doit"], project, env))
             results["dream.tasks"].append(timed([python, "-c", "import doit, dream.tasks"], project, env))
-            results["dream"].append(timed([python, "-m", "doit", f"build:{IMAGE}"], project, env))
+            results["dream"].append(timed(build, project, env))
+            results["dream-pyc"].append(timed(build, project, cached_env))
             shutil.rmtree(cache_dir, ignore_errors=True)
-            results["dream-cold"].append(timed([python, "-m", "doit", f"build:{IMAGE}"], project, env))
+            results["dream-cold"].append(timed(build, project, env))
+            results["change"].append(change(env))
+            results["change-pyc"].append(change(cached_env))
             if context is not None:
                 results["docker"].append(timed(["docker", "build", "-q", "-t", PEER, "."], context, docker_env))
+                with open(context / "app" / "main.py", "a") as handle:
+                    handle.write(f"# change {os.getpid()}-{edits}\n")
+                results["docker-change"].append(timed(["docker", "build", "-q", "-t", PEER, "."], context, docker_env))
         if not cache_dir.is_dir():
             raise SystemExit("bench: dream kept no recipe cache")
     finally:
+        if restore is not None:  # the store's tag names the image it named before
+            restore()
         if have_docker:
             subprocess.run(["docker", "image", "rm", "-f", PEER], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if not args.keep:
@@ -163,35 +220,43 @@ def main() -> None:
             return "n/a"
         return f"{min(values) if pick == 'min' else statistics.median(values):.3f} s"
 
-    docker = results["docker"]
-
-    def ratio(values: list[float], pick: str) -> str:
-        if not docker:
+    def ratio(values: list[float], pick: str, peer: str = "docker") -> str:
+        if not results[peer]:
             return "n/a"
         of = (lambda v: min(v)) if pick == "min" else statistics.median
-        return f"{of(docker) / of(values):.2f}"
+        return f"{of(results[peer]) / of(values):.2f}"
+
+    def row(label: str, name: str, peer: str = "") -> tuple[str, ...]:
+        values = results[name]
+        ratios = (ratio(values, "min", peer), ratio(values, "median", peer)) if peer else ("", "")
+        return (label, cell(values, "min"), cell(values, "median"), *ratios)
 
     rows = [
-        ("python -c 'import doit' (floor)", cell(results["doit"], "min"), cell(results["doit"], "median"), "", ""),
-        ("python -c 'import doit, dream.tasks'", cell(results["dream.tasks"], "min"),
-         cell(results["dream.tasks"], "median"), "", ""),
-        (f"dream `doit build:{IMAGE}`, no-op", cell(results["dream"], "min"), cell(results["dream"], "median"),
-         ratio(results["dream"], "min"), ratio(results["dream"], "median")),
-        (f"dream `doit build:{IMAGE}`, no-op, no recipe cache", cell(results["dream-cold"], "min"),
-         cell(results["dream-cold"], "median"), ratio(results["dream-cold"], "min"),
-         ratio(results["dream-cold"], "median")),
-        ("docker build (legacy builder), every step cached", cell(docker, "min"), cell(docker, "median"), "", ""),
+        row("python -c 'import doit' (floor)", "doit"),
+        row("python -c 'import doit, dream.tasks'", "dream.tasks"),
+        row(f"dream `doit build:{IMAGE}`, no-op", "dream", "docker"),
+        row(f"dream `doit build:{IMAGE}`, no-op, bytecode cached", "dream-pyc", "docker"),
+        row(f"dream `doit build:{IMAGE}`, no-op, no recipe cache", "dream-cold", "docker"),
+        row("docker build (legacy builder), every step cached", "docker"),
+        row(f"dream one-file app change, `doit build:{IMAGE}`", "change", "docker-change"),
+        row("dream one-file app change, bytecode cached", "change-pyc", "docker-change"),
+        row("docker build after the same change", "docker-change"),
     ]
     say("")
-    say(f"**No-op build** (wall seconds, {args.runs} runs each, interleaved; docker/dream above 1: dream is faster)")
+    say(f"**No-op build and one-file change** (wall seconds, {args.runs} runs each, interleaved; "
+        "docker/dream above 1: dream is faster)")
     say("")
     for line in table(("command", "min", "median", "docker/dream (min)", "docker/dream (median)"), rows):
         say(line)
-    best = statistics.median(results["dream"])
     say("")
-    say(f"- dream no-op median {best:.3f} s: {'within' if best <= TARGET else 'above'} the {TARGET} s target; "
-        f"{statistics.median(results['dream.tasks']) - statistics.median(results['doit']):.3f} s of it is "
-        f"importing dream's task wiring (median over the floor)")
+    for name, what, target in (("dream", "no-op", TARGET), ("dream-pyc", "no-op, bytecode cached", TARGET),
+                               ("change", "one-file change", CHANGE_TARGET),
+                               ("change-pyc", "one-file change, bytecode cached", CHANGE_TARGET)):
+        median = statistics.median(results[name])
+        say(f"- dream {what}: median {median:.3f} s, {'within' if median <= target else 'above'} the {target} s target")
+    best = statistics.median(results["dream"])
+    say(f"- {statistics.median(results['dream.tasks']) - statistics.median(results['doit']):.3f} s of the no-op "
+        "is importing dream's task wiring (median over the floor)")
     say(f"- the recipe cache saves {statistics.median(results['dream-cold']) - best:.3f} s a no-op (median)")
 
 

@@ -6,7 +6,8 @@ are only ever needed to *rebuild* a layer: the store keeps every built layer, so
 emptied at any time (``doit gc --cache``) and the next build that needs a file fetches it again.
 
 Kept by ``gc --cache``: the wheels' member lists (``wheel-members/``, a few KB each, which keep a
-relock free of network reads) and apt's package lists (``apt/``).
+relock free of network reads), the metadata of exact ``cuda-toolkit`` releases
+(``cuda-toolkit/``, dream/builders/cuda_versions.py) and apt's package lists (``apt/``).
 
 A download runs in a ``download-*`` scratch directory next to its destination and files move
 into place only when verified; the downloader's own temporary files (``TMPDIR``) are inside it

@@ -30,12 +30,14 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dream.download_cache import die_with_parent
 from dream.errors import DreamError
+
+if TYPE_CHECKING:  # concurrent.futures (and logging under it) only when something downloads
+    from concurrent.futures import Future
 
 BIG = 64_000_000
 """Bytes from which a file gets a run of its own. pip is CPU-bound here: about 0.7 s of CPU to
@@ -120,6 +122,7 @@ class FetchPlan:
 def request(layers: list[list[Download]]) -> dict[str, Future[None]]:
     """Futures for the files of ``layers`` that the cache lacks: one in flight is shared, the
     others start now, in batches, the first layer's first."""
+    from concurrent.futures import Future
     futures: dict[str, Future[None]] = {}
     new: list[tuple[int, Download]] = []
     with _LOCK:

@@ -15,7 +15,7 @@ from typing import Any
 
 from dream.builders import BUILDERS
 from dream.errors import DreamError, Location
-from dream.python.resolve import normalize
+from dream.python.resolve import answers_kept, normalize
 from dream.recipe.model import LayerSpec, Recipe
 from dream.oci.digest import canonical_json
 
@@ -131,16 +131,17 @@ def write_lock(recipe: Recipe, upgrade: Upgrade = Upgrade()) -> list[str]:
     relock_all = any(not kept(layer) for layer in together)
     layers: dict[str, Any] = {}
     report = []
-    for layer in lockable:
-        builder = BUILDERS[layer.kind]
-        if kept(layer) and not (relock_all and layer in together):
-            old = previous[layer.name]
-            builder.recheck(layer, recipe, old)
-            layers[layer.name] = old
-        else:
-            entry = builder.lock(layer, recipe, layers, preferred)
-            layers[layer.name] = {"kind": layer.kind, "settings": settings[layer.name], **entry}
-        report.append(f"{layer.name}: {_changes(current.get(layer.name), layers[layer.name])}")
+    with answers_kept():  # layers that resolve together ask uv some questions twice
+        for layer in lockable:
+            builder = BUILDERS[layer.kind]
+            if kept(layer) and not (relock_all and layer in together):
+                old = previous[layer.name]
+                builder.recheck(layer, recipe, old)
+                layers[layer.name] = old
+            else:
+                entry = builder.lock(layer, recipe, layers, preferred)
+                layers[layer.name] = {"kind": layer.kind, "settings": settings[layer.name], **entry}
+            report.append(f"{layer.name}: {_changes(current.get(layer.name), layers[layer.name])}")
     text = json.dumps({"lockVersion": LOCK_VERSION, "image": recipe.name, "layers": layers},
                       indent=1, sort_keys=True) + "\n"
     temporary = recipe.lock_path.with_suffix(".tmp")

@@ -14,14 +14,17 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dream.builders.wheelset import resolve_keeping
+from dream.download_cache import cache_dir
 from dream.errors import DreamError
 from dream.python.index import uv_environment
 from dream.python.resolve import Wheel, normalize, resolve
@@ -124,7 +127,68 @@ def toolkit(specifier: str) -> Toolkit:
     """The newest ``cuda-toolkit`` release matching ``specifier`` (``==12.8.*``, ``==12.8.1``)
     with its extras, from pip's install report: metadata only, through the machine's pip
     configuration (pip fetches the release's 2 kB metadata wheel when the index serves no
-    separate metadata file)."""
+    separate metadata file).
+
+    An exact release's metadata is asked once per download cache (`cached_metadata`): an
+    index never changes a release's files, so a relock that keeps CUDA starts no pip (0.9 s
+    of a 3 s relock). A range (``==12.8.*``) is always asked: a newer release may match."""
+    exact = _exact(specifier)
+    metadata = cached_metadata(exact) if exact else None
+    if metadata is None:
+        metadata = _pip_metadata(specifier)
+        if exact:
+            _remember(exact, metadata)
+    return Toolkit(metadata["version"], parse_requires_dist(metadata.get("requires_dist", [])))
+
+
+METADATA_VERSION = 1  # of the cached file's shape
+
+
+def metadata_dir() -> Path:
+    """``$DREAM_CACHE/cuda-toolkit``: kept by ``gc --cache``, as the wheels' member lists are."""
+    return cache_dir() / "cuda-toolkit"
+
+
+def _exact(specifier: str) -> str | None:
+    """The release an ``==X.Y.Z`` specifier names (None for a range, or an odd name)."""
+    version = specifier.removeprefix("==")
+    if version == specifier or not re.fullmatch(r"[0-9][0-9A-Za-z.+!_-]*", version):
+        return None
+    return version
+
+
+def cached_metadata(version: str) -> dict[str, Any] | None:
+    """pip's report metadata (``version``, ``requires_dist``) kept for the release ``version``;
+    None when absent or damaged (it is asked again)."""
+    try:
+        data = json.loads((metadata_dir() / f"{version}.json").read_text())
+        if data.get("format") != METADATA_VERSION:
+            return None
+        metadata = data["metadata"]
+        if not isinstance(metadata.get("version"), str) or not isinstance(metadata.get("requires_dist", []), list):
+            return None
+        return {"version": metadata["version"], "requires_dist": list(metadata.get("requires_dist", []))}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _remember(version: str, metadata: dict[str, Any]) -> None:
+    """Keep the metadata atomically (a killed lock leaves no half-written file); a cache that
+    cannot be written only costs the next lock its pip run."""
+    text = json.dumps({"format": METADATA_VERSION, "metadata": {
+        "version": metadata["version"], "requires_dist": list(metadata.get("requires_dist", []))}})
+    directory = metadata_dir()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=directory, prefix=".tmp-", suffix=".json", delete=False) as out:
+            out.write(text)
+        os.replace(out.name, directory / f"{version}.json")
+    except OSError:
+        pass
+
+
+def _pip_metadata(specifier: str) -> dict[str, Any]:
+    """The metadata of pip's choice for ``cuda-toolkit<specifier>``, from its install report."""
     with tempfile.TemporaryDirectory(prefix="dream-cuda-") as scratch:
         report = Path(scratch) / "report.json"
         run = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps",
@@ -137,8 +201,8 @@ def toolkit(specifier: str) -> Toolkit:
                         if line.startswith("ERROR")), run.stderr.strip()[-200:])
             wanted = specifier.lstrip("=").removesuffix(".*")
             raise DreamError(f"no cuda-toolkit release matches CUDA {wanted} (pip: {why})")
-        metadata = json.loads(report.read_text())["install"][0]["metadata"]
-    return Toolkit(metadata["version"], parse_requires_dist(metadata.get("requires_dist", [])))
+        metadata: dict[str, Any] = json.loads(report.read_text())["install"][0]["metadata"]
+    return metadata
 
 
 def toolkit_for(version: str, kept: str | None) -> Toolkit:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from dream.builders.base import BuildContext, LayerBuilder, Part
-from dream.debian.apt import Apt, Package, UnknownPackages, VanishedPins
 from dream.debian.fixups import FIXUPS_VERSION, apply_fixups
 from dream.errors import DreamError
 from dream.fetch_plan import Download, Source
 from dream.oci.tree import Tree
 from dream.recipe.model import LayerSpec, Recipe
+
+if TYPE_CHECKING:  # apt runs to lock, fetch and build: every doit command imports this module
+    from dream.debian.apt import Package, VanishedPins
 
 
 class DebianBuilder(LayerBuilder):
@@ -30,6 +32,7 @@ class DebianBuilder(LayerBuilder):
 
     def lock(self, layer: LayerSpec, recipe: Recipe, earlier: dict[str, Any],
              previous: dict[str, Any]) -> Any:
+        from dream.debian.apt import Apt, UnknownPackages, VanishedPins
         spec = layer.spec
         apt = Apt(recipe.image["architecture"], suite=spec.get("suite"))
         apt.update()
@@ -47,10 +50,16 @@ class DebianBuilder(LayerBuilder):
                 "packages": [p.as_dict() for p in packages]}
 
     def recheck(self, layer: LayerSpec, recipe: Recipe, entry: dict[str, Any]) -> None:
-        """A kept entry must still be buildable: every pin in the apt sources or the cache."""
+        """A kept entry must still be buildable: every pin in the cache or the apt sources.
+        The sources' lists are fetched only for pins the cache lacks: a relock of an image
+        that was built (every .deb cached) spends no `apt-get update` (0.8 s) on its kept
+        Debian layer."""
+        from dream.debian.apt import Apt, Package, VanishedPins
         apt = Apt(entry["architecture"], suite=entry.get("suite"))
-        apt.update()
-        gone = apt.vanished([Package(**p) for p in entry["packages"]])
+        packages = [Package(**p) for p in entry["packages"]]
+        if apt.uncached(packages):
+            apt.update()
+        gone = apt.vanished(packages)
         if gone:
             raise DreamError(_vanished_hint(VanishedPins(gone), recipe.name), layer.location,
                              f"layers.{layer.name}")
@@ -65,6 +74,7 @@ class DebianBuilder(LayerBuilder):
                 "packages": [[p["name"], p["version"], p["sha256"]] for p in packages]}
 
     def tree(self, ctx: BuildContext, scratch: Path) -> Tree:
+        from dream.debian.apt import Package
         debs = _fetch(ctx, [Package(**p) for p in ctx.lock["packages"]])
         from dream.debian.unpack import unpack  # .deb readers: a no-op build needs none
         unpacked = unpack(debs, scratch)
@@ -77,6 +87,7 @@ class DebianBuilder(LayerBuilder):
 
 def _fetch(ctx: BuildContext, packages: list[Package]) -> dict[str, Path]:
     """The layer's .debs from the download cache, fetching those it lacks through apt."""
+    from dream.debian.apt import Apt, VanishedPins
     try:
         return Apt(ctx.lock["architecture"], suite=ctx.lock.get("suite")).fetch(packages)
     except VanishedPins as exc:
@@ -87,6 +98,7 @@ def _fetch(ctx: BuildContext, packages: list[Package]) -> dict[str, Path]:
 def _downloads(ctx: BuildContext) -> list[Download]:
     """The layer's .debs as files of the image's fetch plan: one apt run for all the debs of
     an architecture and suite (apt pipelines them itself)."""
+    from dream.debian.apt import Apt, Package
     debs = Apt(ctx.lock["architecture"], suite=ctx.lock.get("suite")).debs
     source = Source(("apt", ctx.lock["architecture"], ctx.lock.get("suite")),
                     lambda some: _fetch(ctx, some), lambda p: (debs / f"{p.sha256}.deb").exists(),

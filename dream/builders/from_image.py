@@ -17,7 +17,6 @@ from typing import Any, Mapping
 from dream.builders.base import BuildContext, LayerBuilder, Part
 from dream.errors import DreamError
 from dream.recipe.model import LayerSpec, Recipe
-from dream.oci.reference import parse_reference
 from dream.store import Descriptor
 
 
@@ -33,6 +32,7 @@ class FromBuilder(LayerBuilder):
              previous: dict[str, Any]) -> Any:
         """Resolve the reference. An unchanged layer never gets here: `dream.lock` keeps its
         entry, so a moving tag moves the lock only with ``--upgrade`` or ``--upgrade-package``."""
+        from dream.oci.reference import parse_reference  # with the registry code: only a lock asks
         from dream.registry.resolve import resolve_base
         try:
             return resolve_base(parse_reference(layer.spec, "from"), recipe.image["architecture"])

@@ -191,10 +191,14 @@ class Apt:
                                  fields["Filename"], fields["SHA256"], int(fields["Size"]))
         return found
 
+    def uncached(self, packages: list[Package]) -> list[Package]:
+        """The packages whose verified .deb is not in the download cache."""
+        return [p for p in packages if not (self.debs / f"{p.sha256}.deb").exists()]
+
     def vanished(self, packages: list[Package]) -> list[Package]:
         """The pinned packages that neither the apt sources (with these exact bytes) nor the
         download cache can provide any more: Debian drops superseded versions from its suites."""
-        uncached = [p for p in packages if not (self.debs / f"{p.sha256}.deb").exists()]
+        uncached = self.uncached(packages)
         present = self._shown(f"{p.name}={p.version}" for p in uncached)
         return [p for p in uncached
                 if (found := present.get((p.name, p.version))) is None or found.sha256 != p.sha256]

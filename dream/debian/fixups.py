@@ -8,7 +8,6 @@ alternatives symlinks (`awk` …), and a dpkg database so that `dpkg -l` and apt
 from __future__ import annotations
 
 import os
-import platform
 import posixpath
 import re
 import shutil
@@ -208,7 +207,7 @@ def dpkg_database(tree: Tree, unpacked: Unpacked) -> None:
         tree.add_dir(directory)
 
 
-HOST_ARCHITECTURE = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine())
+HOST_ARCHITECTURE = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine)  # platform.machine(), less its import
 QEMU = {"amd64": "qemu-x86_64-static", "arm64": "qemu-aarch64-static"}
 
 
@@ -251,7 +250,7 @@ def _ldconfig(tree: Tree, root: Path, architecture: str) -> list[str]:
         return ["ldconfig"]
     qemu = shutil.which(QEMU[architecture])
     if qemu is None:
-        raise DreamError(f"an {architecture} image on this {platform.machine()} machine needs "
+        raise DreamError(f"an {architecture} image on this {os.uname().machine} machine needs "
                          f"{QEMU[architecture]} to write /etc/ld.so.cache (apt-get install qemu-user-static)")
     own = next((p for p in ("usr/sbin/ldconfig", "sbin/ldconfig") if tree.get(p) is not None), None)
     if own is None:

@@ -35,17 +35,16 @@ import atexit
 import fcntl
 import os
 import threading
-from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import IO, Iterable, Iterator, Protocol, cast
-
-import isal
-import zstandard
-from isal import igzip, isal_zlib
+from typing import IO, TYPE_CHECKING, Callable, Iterable, Iterator, Protocol, cast
 
 from dream.oci.mediatypes import LAYER_GZIP as GZIP_MEDIA_TYPE
 from dream.oci.mediatypes import LAYER_ZSTD as ZSTD_MEDIA_TYPE
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
 MEMBER = 1 << 20  # uncompressed bytes per gzip member: part of the gzip fingerprint
 
@@ -60,23 +59,41 @@ class Codec:
     """A compression choice: its name, media type, and what pins its output bytes.
 
     ``member`` > 0: the tar is cut every ``member`` bytes and each piece is compressed alone
-    (`gzip_member`, in parallel); 0: one stream from `compressor` (zstd, threaded inside)."""
+    (`gzip_member`, in parallel); 0: one stream from `compressor` (zstd, threaded inside).
+    ``pins`` gives the `fingerprint` on first use: it imports the codec's library for its
+    version, and every doit command imports this module, mostly to compress nothing (zstandard
+    alone costs a no-op build 3-4 ms)."""
 
     name: str
     media_type: str
-    fingerprint: str
+    pins: Callable[[], str]
     member: int = 0
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """The library versions and settings behind the bytes: part of every layer's key."""
+        return self.pins()
 
     def compressor(self) -> Compressor:
         """The streaming compressor of a codec without members."""
         assert not self.member, self.name
+        import zstandard
         return zstandard.ZstdCompressor(level=3, threads=-1, write_checksum=False).compressobj()
 
 
+def _gzip_pins() -> str:
+    import isal
+    return f"isal-{isal.__version__}-gzip-1-members-{MEMBER}"
+
+
+def _zstd_pins() -> str:
+    import zstandard
+    return f"zstandard-{zstandard.__version__}-libzstd-{'.'.join(map(str, zstandard.ZSTD_VERSION))}-3-mt"
+
+
 CODECS = {
-    "gzip": Codec("gzip", GZIP_MEDIA_TYPE, f"isal-{isal.__version__}-gzip-1-members-{MEMBER}", MEMBER),
-    "zstd": Codec("zstd", ZSTD_MEDIA_TYPE, f"zstandard-{zstandard.__version__}-libzstd-"
-                  f"{'.'.join(map(str, zstandard.ZSTD_VERSION))}-3-mt"),
+    "gzip": Codec("gzip", GZIP_MEDIA_TYPE, _gzip_pins, MEMBER),
+    "zstd": Codec("zstd", ZSTD_MEDIA_TYPE, _zstd_pins),
 }
 
 
@@ -106,8 +123,11 @@ class GzipWorker:
     def __init__(self) -> None:
         import subprocess
         import sys
+
+        import isal
         self.owner = os.getpid()
-        self.process = subprocess.Popen([sys.executable, "-P", self.SCRIPT], stdin=subprocess.PIPE,
+        isal_dir = str(Path(isal.__file__).resolve().parent.parent)  # the worker runs without site (-S)
+        self.process = subprocess.Popen([sys.executable, "-S", "-P", self.SCRIPT, isal_dir], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, start_new_session=True)
         _workers.append(self)
         for pipe in (self.process.stdin, self.process.stdout):
@@ -247,6 +267,7 @@ def shared_pool() -> Executor:
     global _pool
     with _pool_lock:
         if _pool is None:
+            from concurrent.futures import ThreadPoolExecutor
             _pool = ThreadPoolExecutor(usable_cores(), thread_name_prefix="dream-compress")
         return _pool
 
@@ -261,9 +282,11 @@ def decompressed(raw: IO[bytes], media_type: str) -> IO[bytes]:
     igzip reads every gzip member (dream's own layers are many).
     """
     if media_type == ZSTD_MEDIA_TYPE:
+        import zstandard
         return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True,
                                                           read_across_frames=True)
     if media_type.endswith(("+gzip", ".gzip")):  # OCI, Docker v2
+        from isal import igzip
         stream = igzip.IGzipFile(fileobj=raw, mode="rb")
         # GzipFile never closes a fileobj it was given; `myfileobj` is what it closes itself.
         stream.myfileobj = raw  # type: ignore[assignment]

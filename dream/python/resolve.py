@@ -9,14 +9,14 @@ to read the wheel's member list (`dream.python.members`).
 
 from __future__ import annotations
 
+import contextlib
 import posixpath
 import re
 import subprocess
 import sys
 import tempfile
-import tomllib
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,11 +76,35 @@ def _uv() -> list[str]:
         return [sys.executable, "-m", "uv"]
 
 
+_answers: dict[tuple[tuple[str, ...], PythonTarget, tuple[str, ...]], list[Wheel]] | None = None
+
+
+@contextlib.contextmanager
+def answers_kept() -> Iterator[None]:
+    """Within the block, `resolve` asks uv each question once: the same requirements and
+    constraints, in the same order, on the same target, get the first answer again. One lock
+    asks twice (a cuda layer's clash check resolves the python requirements on the CUDA pins,
+    then the python layer's own lock does the same: 0.3 s of uv). A failure is not kept, so
+    each asker gets the error in its own words. Outside the block nothing is kept."""
+    global _answers
+    outer, _answers = _answers, {} if _answers is None else _answers
+    try:
+        yield
+    finally:
+        _answers = outer
+
+
 def resolve(requirements: list[str], target: PythonTarget, constraints: Sequence[str] = (),
             what: str = "requirements") -> list[Wheel]:
     """The wheels that satisfy ``requirements`` (and ``constraints``) on ``target``, by name."""
+    question = (tuple(requirements), target, tuple(constraints))
+    if _answers is not None and question in _answers:
+        return list(_answers[question])
     wheels = [_choose(package, target) for package in compile_pylock(requirements, target, constraints, what)]
-    return sorted(wheels, key=lambda wheel: wheel.name)
+    answer = sorted(wheels, key=lambda wheel: wheel.name)
+    if _answers is not None:
+        _answers[question] = answer
+    return list(answer)
 
 
 def compile_pylock(requirements: list[str], target: PythonTarget, constraints: Sequence[str] = (),
@@ -99,6 +123,7 @@ def compile_pylock(requirements: list[str], target: PythonTarget, constraints: S
         run = subprocess.run(command, capture_output=True, text=True, env=uv_environment(), check=False)
         if run.returncode != 0:
             raise _failure(run.stderr, what, target)
+        import tomllib  # only a lock reads uv's output: every doit command imports this module
         packages: list[dict[str, Any]] = tomllib.loads((base / "pylock.toml").read_text()).get("packages", [])
     for package in packages:
         for entry in package.get("wheels") or []:

@@ -37,7 +37,6 @@ from dream.errors import DreamError, UserErrors
 from dream.lock import Upgrade, locked_inputs, read_lock, write_lock
 from dream.oci.compress import CODECS, disagreements
 from dream.oci.image import source_date_epoch, write_image
-from dream.oci.layer import build_layer, tree_size
 from dream.progress import bar
 from dream.recipe.cache import load_cached
 from dream import fetch_plan, verbs
@@ -155,6 +154,7 @@ class LayerJob:
         return found
 
     def build_here(self, store: Store) -> Descriptor:
+        from dream.oci.layer import build_layer, tree_size  # the tar and gzip pipeline: only to build
         assert self.part is not None and self.part.tree is not None
         ctx = self.image.context(self.layer, store)
         if self.part.downloads is not None:

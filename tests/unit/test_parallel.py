@@ -40,9 +40,9 @@ NOISE = re.compile(r"^(one|two) says [0-9]+ x{40}$")
 # lines in small pieces, then builds; a layer named in BROKEN fails there instead.
 PLANT = """
 import os, threading, time
-import dream.tasks
+import dream.oci.layer  # dream.tasks imports build_layer when a layer builds, from here
 _barrier = threading.Barrier(2, timeout=30)
-_real = dream.tasks.build_layer
+_real = dream.oci.layer.build_layer
 def _meeting(tree, *args, **kwargs):
     name = "one" if any(path.startswith("one") for path in tree.entries) else "two"
     _barrier.wait()
@@ -54,7 +54,7 @@ def _meeting(tree, *args, **kwargs):
     if name in os.environ.get("BROKEN", ""):
         raise RuntimeError(f"{name} broke")
     return _real(tree, *args, **kwargs)
-dream.tasks.build_layer = _meeting
+dream.oci.layer.build_layer = _meeting
 """
 
 
