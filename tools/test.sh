@@ -4,7 +4,7 @@
 # driver, Redis for the database preset, docker-compose for the Compose renderer, ssh-keygen for the sshd preset, distribution's
 # docker-registry for push/pull, podman and catatonit for run:podman-kube, kubectl for
 # `kubectl kustomize`, systemd for `systemd-analyze verify`, QEMU, e2fsprogs and cpio for the
-# VM; honcho, bcrypt, cryptography and kubernetes-validate come with the Python test
+# VM, age for the services' secrets; honcho, bcrypt, cryptography and kubernetes-validate come with the Python test
 # extras), starts dockerd if it is not running (and stops it again at the end), then
 # runs mypy and pytest in a virtual environment made afresh on every run (no system site packages), so
 # an import that pyproject.toml does not declare fails here exactly as on a new machine.
@@ -18,7 +18,8 @@ for tool in dockerd:docker.io skopeo:skopeo umoci:umoci gcc:gcc redis-server:red
             ssh-keygen:openssh-client docker-registry:docker-registry \
             qemu-aarch64-static:qemu-user-static docker-compose:docker-compose \
             podman:podman catatonit:catatonit kubectl:kubernetes-client systemd-analyze:systemd \
-            qemu-system-x86_64:qemu-system-x86 mke2fs:e2fsprogs debugfs:e2fsprogs cpio:cpio; do
+            qemu-system-x86_64:qemu-system-x86 mke2fs:e2fsprogs debugfs:e2fsprogs cpio:cpio \
+            age:age age-keygen:age; do
   command -v "${tool%%:*}" >/dev/null || need+=("${tool#*:}")
 done
 python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)

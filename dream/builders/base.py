@@ -90,7 +90,8 @@ class Builder(Protocol):
 
     def config(self, ctx: BuildContext) -> dict[str, Any]:
         """What the layer adds to the image config: ``env`` and ``labels`` (under the recipe's
-        own), ``ports`` (joined), ``cmd`` (over any other), ``base`` (a base image's fields)."""
+        own), ``ports`` (joined), ``cmd`` and ``healthcheck`` (Docker's ``Healthcheck``; over
+        any other), ``base`` (a base image's fields)."""
         ...
 
     def lock_inputs(self, layer: LayerSpec, recipe: Recipe, below: Mapping[str, Any]) -> Any:

@@ -4,7 +4,8 @@
 The supervisor package goes where dream/services/supervisor_files.py says; the plan to
 ``/etc/dream/deployments/<name>.json``. The layer sets the image's ``cmd`` to
 ``python3 -m dream_supervisor <plan>`` (replacing any other), so ``docker run <image> bash``
-still gives a shell, and it exposes the services' ports.
+still gives a shell, exposes the services' ports, and carries Docker's ``Healthcheck`` from the
+deployment's readiness probes (``python3 -m dream_supervisor probe <plan>``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dream.builders.base import BuildContext, LayerBuilder
 from dream.errors import DreamError
 from dream.oci.tree import Tree
 from dream.recipe.model import Deployment, LayerSpec
+from dream.services.healthcheck import deployment_healthcheck
 from dream.services.plan import build_plan, plan_json
 from dream.services.supervisor_files import PACKAGE_DIR, PACKAGE_PARENTS, supervisor_sources
 
@@ -58,10 +60,17 @@ class ServicesBuilder(LayerBuilder):
         return tree
 
     def config(self, ctx: BuildContext) -> dict[str, Any]:
+        """The supervisor as ``cmd``, the services' ports, the deployment's label, and a Docker
+        ``healthcheck`` from the readiness probes (dream/services/healthcheck.py), when any."""
         deployment = chosen_deployment(ctx)
+        plan = f"{PLAN_DIR}/{deployment.name}.json"
         ports = sorted({f"{port}/tcp" for spec in deployment.services.values() for port in spec["ports"]})
-        return {"cmd": ["python3", "-m", "dream_supervisor", f"{PLAN_DIR}/{deployment.name}.json"],
-                "ports": ports, "labels": {"dev.dream.deployment": deployment.name}}
+        config: dict[str, Any] = {"cmd": ["python3", "-m", "dream_supervisor", plan],
+                                  "ports": ports, "labels": {"dev.dream.deployment": deployment.name}}
+        check = deployment_healthcheck(plan, build_plan(deployment, in_image=True)["services"])
+        if check is not None:
+            config["healthcheck"] = check
+        return config
 
     def check_lock(self, layer: LayerSpec, entries: Mapping[str, Any]) -> None:
         """The supervisor needs ``python3`` in the image. Raises `DreamError` (at the layer's

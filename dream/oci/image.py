@@ -49,6 +49,8 @@ def image_config(image: dict[str, Any], layers: list[tuple[str, str, Descriptor]
                        ("cmd", "Cmd"), ("stop_signal", "StopSignal")):
         if image.get(field) is not None:
             config[key] = image[field]
+    if image.get("healthcheck"):  # Docker's field (OCI's config has none): a services layer's probe
+        config["Healthcheck"] = image["healthcheck"]
     return {
         "created": created,
         "architecture": image.get("architecture", "amd64"),

@@ -64,6 +64,8 @@ def ask(question: Question) -> Answer:
         if operation == "read_text":
             text = Path(path).read_text(encoding=argument or None)
             return ("ok", hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
+        if operation == "read_bytes":
+            return ("ok", hashlib.sha256(Path(path).read_bytes()).hexdigest())
     except (OSError, RuntimeError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
         return _failure(exc)
     raise ValueError(f"unknown question {operation!r}")
@@ -107,3 +109,8 @@ def read_text(path: Path, encoding: str | None = None) -> str:
     return _asked(("read_text", str(path), encoding or ""),
                   lambda: path.read_text(encoding=encoding),
                   lambda text: hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
+
+
+def read_bytes(path: Path) -> bytes:
+    """``path.read_bytes()``, noted by the sha256 of the bytes read."""
+    return _asked(("read_bytes", str(path), ""), path.read_bytes, lambda data: hashlib.sha256(data).hexdigest())

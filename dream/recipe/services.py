@@ -4,6 +4,8 @@ readiness probe, a deployment that leaves out a dependency), each reported at it
 
 from __future__ import annotations
 
+import base64
+import posixpath
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,7 @@ def normalize(doc: dict[str, Any], recipe_name: str, lines: Lines, root: Path) -
     for name, spec in services.items():
         _check_dependencies(name, spec, services, check)
     _check_cycles(services, check)
+    _check_seeds(services, check)
     declared = doc.get("deployments", {})
     if not declared and services:
         declared = {recipe_name: {"default": False, "env": {}, "port_base": 5000}}
@@ -80,29 +83,45 @@ def normalize(doc: dict[str, Any], recipe_name: str, lines: Lines, root: Path) -
     return deployments, check.errors
 
 
+AGE_MAGIC = (b"age-encryption.org/v1\n", b"-----BEGIN AGE ENCRYPTED FILE-----")
+
+
+def _secret(item: dict[str, Any], at: PathKey, check: _Checker) -> dict[str, Any]:
+    """A secret with its ciphertext (base64) in place of ``src``; a file that is not age's
+    (a plaintext secret committed by mistake) is refused, so it never reaches a plan."""
+    item = dict(item)
+    data = b""
+    try:
+        source = host_path(check.lines, at + ("src",), item.pop("src"), check.root)
+        data = facts.read_bytes(source)
+    except DreamError as exc:
+        check.errors.append(exc)
+    except OSError as exc:
+        check.error(f"cannot read it: {exc.strerror}", at + ("src",))
+    else:
+        if not data.startswith(AGE_MAGIC):
+            check.error(f"{source.name} is not encrypted with age (encrypt it: `age -r <recipient> -o "
+                        f"{source.name}.age {source.name}`, and commit only the .age file)", at + ("src",))
+            data = b""
+    item["ciphertext"] = base64.b64encode(data).decode()
+    item["mode"] = int(item["mode"], 8)
+    return item
+
+
 def _service(name: str, spec: dict[str, Any], check: _Checker) -> dict[str, Any]:
     at = ("services", name)
     spec = dict(spec)
-    files = []
-    for index, item in enumerate(spec["config_files"]):
-        item = dict(item)
-        check.below(item["path"], at + ("config_files", index, "path"), "the service's config folder",
-                    on_host=False)
-        if "src" in item:
-            try:
-                source = host_path(check.lines, at + ("config_files", index, "src"), item.pop("src"), check.root)
-                item["content"] = facts.read_text(source)
-            except DreamError as exc:
-                check.errors.append(exc)
-                item["content"] = ""
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = getattr(exc, "strerror", None) or str(exc)
-                check.error(f"cannot read {source}: {reason}", at + ("config_files", index, "src"))
-                item["content"] = ""
-        files.append(item)
-    spec["config_files"] = files
+    spec["config_files"] = [_file(item, at + ("config_files", index), "the service's config folder", check)
+                            for index, item in enumerate(spec["config_files"])]
+    volumes = []
     for index, volume in enumerate(spec["volumes"]):
         check.below(volume["path"], at + ("volumes", index, "path"))
+        volume = dict(volume)
+        volume["seed"] = [_file(item, at + ("volumes", index, "seed", n), "the volume", check)
+                          for n, item in enumerate(volume.get("seed", []))]
+        volumes.append(volume)
+    spec["volumes"] = volumes
+    spec["secrets"] = [_secret(item, at + ("secrets", index), check) for index, item in enumerate(spec["secrets"])]
     for index, name in enumerate(spec["env_files"]):
         check.below(name, at + ("env_files", index))
     if "log_file" in spec:
@@ -113,6 +132,40 @@ def _service(name: str, spec: dict[str, Any], check: _Checker) -> dict[str, Any]
         if spec["oneshot"] and probe in spec:
             check.error(f"a oneshot task has no {probe} probe (others wait for it to complete)", at + (probe,))
     return spec
+
+
+def _file(item: dict[str, Any], at: PathKey, where: str, check: _Checker) -> dict[str, Any]:
+    """A config file or a volume's seed file: its path checked below ``where``, a ``src`` read
+    into ``content`` (inside the project, UTF-8 text)."""
+    item = dict(item)
+    check.below(item["path"], at + ("path",), where, on_host=False)
+    if "src" in item:
+        try:
+            source = host_path(check.lines, at + ("src",), item.pop("src"), check.root)
+            item["content"] = facts.read_text(source)
+        except DreamError as exc:
+            check.errors.append(exc)
+            item["content"] = ""
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            check.error(f"cannot read {source}: {reason}", at + ("src",))
+            item["content"] = ""
+    return item
+
+
+def _check_seeds(services: dict[str, dict[str, Any]], check: _Checker) -> None:
+    """One service seeds a volume path: two seeding the same one would race (which files end up
+    there would depend on which container starts first)."""
+    seeded: dict[str, str] = {}
+    for name, spec in services.items():
+        for index, volume in enumerate(spec["volumes"]):
+            if not volume["seed"]:
+                continue
+            path = posixpath.normpath(volume["path"])
+            first = seeded.setdefault(path, name)
+            if first != name:
+                check.error(f"volume {path} is seeded by service {first} already; seed it in one service only",
+                            ("services", name, "volumes", index, "seed"))
 
 
 def _check_dependencies(name: str, spec: dict[str, Any], services: dict[str, dict[str, Any]],

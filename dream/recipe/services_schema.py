@@ -107,6 +107,26 @@ def shell_or_argv(text: str) -> dict[str, Any]:
             **doc(text)}
 
 
+def _json_field(field: str, value: Any, error: Any) -> None:
+    """A dotted path of keys (a whole number indexes a list): ``status``, ``setup.status``."""
+    if isinstance(value, str) and not all(value.split(".")):
+        error(field, f"must be keys separated by single dots, such as status or setup.status (got {value!r})")
+
+
+JSON_CHECK = {
+    "type": "dict",
+    **doc("Also check the response body: it must be JSON whose `field` equals `equals`, for a server "
+           "whose health endpoint answers 200 while it is still starting (Cog's `/health-check` "
+           "says `{\"status\": \"STARTING\"}` until `READY`)."),
+    "schema": {
+        "field": {"type": "string", "required": True, "empty": False, "check_with": _json_field,
+                  **doc("Where the value is: keys separated by dots (`setup.status`); a whole number "
+                         "indexes a list (`items.0.state`).")},
+        "equals": {"type": ["string", "integer", "float", "boolean"], "required": True, "nullable": True,
+                   **doc("The value it must have (a string, number, boolean or null; `true` is not `1`).")},
+    },
+}
+
 PROBE = {
     "type": "dict",
     "exactly_one_of": ["exec", "http", "tcp"],
@@ -122,7 +142,8 @@ PROBE = {
                      "path": {"type": "string", "regex": ABSOLUTE, "default": "/", **doc("Path.", "/")},
                      "host": {"type": "string", "default": "127.0.0.1", **doc("Host.", "127.0.0.1")},
                      "scheme": {"type": "string", "allowed": ["http", "https"], "default": "http",
-                                **doc("Scheme.", "http")}}},
+                                **doc("Scheme.", "http")},
+                     "json": JSON_CHECK}},
         "tcp": {"type": "dict", **doc("Success is an accepted TCP connection."),
                 "schema": {
                     "port": {"type": "integer", "min": 1, "max": 65535,
@@ -140,6 +161,21 @@ PROBE = {
     },
 }
 
+SEED_FILE = {
+    "type": "dict",
+    "exactly_one_of": ["src", "content"],
+    "schema": {
+        "path": {"type": "string", "required": True, "regex": RELATIVE,
+                 **doc("Path below the volume (no `..` out of it).")},
+        "src": {"type": "string", "empty": False,
+                **doc("A host file (UTF-8 text), relative to the YAML file that names it, inside the "
+                       "project (as for `config_files[].src`); read at render time.")},
+        "content": {"type": "string", **doc("The file's text, inline.")},
+        "mode": {"type": "string", "regex": MODE_RE, "default": "0644",
+                 **doc("Permission bits.", "0644")},
+    },
+}
+
 VOLUME = {
     "type": "dict", "coerce": to_volume,
     "schema": {
@@ -153,6 +189,11 @@ VOLUME = {
                               "root).", True)},
         "mode": {"type": "string", "regex": MODE_RE, "default": "0755",
                  **doc("Permission bits when the directory is created.", "0755")},
+        "seed": {"type": "list", "default": [], "schema": SEED_FILE,
+                 **doc("Files copied into the volume when it is empty as the deployment starts (just "
+                        "created, or a new, empty mount): never over anything already there, so data "
+                        "written later is kept. A non-persistent volume is emptied at each start, so it "
+                        "is seeded at each start. Only one service may seed a volume path.", [])},
     },
 }
 
@@ -172,6 +213,29 @@ CONFIG_FILE = {
     },
 }
 
+SECRET_NAME_RE = form(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+                      "a secret name: letters, digits, . _ -, starting with a letter or digit")
+
+SECRET = {
+    "type": "dict",
+    "schema": {
+        "name": {"type": "string", "required": True, "regex": SECRET_NAME_RE,
+                 **doc("The secret's name; the file is `<secrets dir>/<name>` unless `path` says otherwise.")},
+        "src": {"type": "string", "required": True, "empty": False,
+                **doc("The file encrypted with age (`age -r <recipient> -o secrets/db.age`), relative to "
+                       "the YAML file that names it, inside the project. Only its ciphertext goes into "
+                       "plans, layers and rendered files.")},
+        "path": {"type": "string", "regex": ABSOLUTE, "excludes": "env",
+                 **doc("Where the process reads it. Default: `/run/secrets/<name>` in an image; on the "
+                        "host (`run:procfile`) a private in-memory folder, `$DREAM_SECRETS_DIR/<name>`.")},
+        "env": {"type": "string", "regex": ENV_NAME_RE,
+                **doc("Give it as this environment variable instead of a file (one trailing newline "
+                       "dropped).")},
+        "mode": {"type": "string", "regex": MODE_RE, "default": "0400",
+                 **doc("Permission bits of the file; it is owned by the service's user.", "0400")},
+    },
+}
+
 SERVICE = {
     "type": "dict",
     "schema": {
@@ -180,6 +244,11 @@ SERVICE = {
                                     "(`$` and quotes are passed as they are); a string is a shell "
                                     "command run by `/bin/sh -c` (so `$PORT` expands)."),
                     "required": True},
+        "pre_start": shell_or_argv("A command run before each start of each instance (restarts "
+                                   "included), with the service's environment (its `PORT` too), user "
+                                   "and working directory; its output goes to the service's log under "
+                                   "its name. The service starts when it exits 0; otherwise that start "
+                                   "failed, and the restart policy applies as to a failed run."),
         "args": {"type": "list", "default": [], "schema": {"type": "string", "coerce": to_text},
                  **doc("Arguments appended to the command (quoted for the shell when the "
                         "command is a string).", [])},
@@ -201,6 +270,12 @@ SERVICE = {
         "config_files": {"type": "list", "default": [], "schema": CONFIG_FILE,
                          **doc("Files written, fresh at each start of the deployment, into the "
                                 "service's config directory.", [])},
+        "secrets": {"type": "list", "default": [], "schema": SECRET,
+                    **doc("Files encrypted with age, decrypted at each start of the service with the "
+                           "operator's identity (`DREAM_AGE_IDENTITY`, `DREAM_AGE_IDENTITY_FILE` or a "
+                           "file mounted at `/run/secrets/dream-age-identity`), never at build time; "
+                           "given as files or variables. A missing identity or a wrong key: that "
+                           "service does not start, the others do (docs/services.md).", [])},
         "ports": {"type": "list", "default": [], "schema": {"type": "integer", "min": 1, "max": 65535},
                   **doc("Ports the service listens on; an image with a `services` layer exposes "
                          "them. Every process also gets `PORT` (see `port_base`).", [])},
@@ -290,6 +365,11 @@ KUBERNETES = {
         "runtime_class": {"type": "string", "regex": K8S_LABEL_RE,
                           **doc("`runtimeClassName` of the pods that request GPUs (e.g. `nvidia`, "
                                  "which NVIDIA's GPU operator creates); default: none.")},
+        "age_identity_secret": {"type": "string", "regex": K8S_LABEL_RE, "default": "dream-age-identity",
+                                **doc("The Secret (key `identity`) holding the age identity that pods with "
+                                       "secrets decrypt them with; the operator creates it: `kubectl "
+                                       "create secret generic dream-age-identity --from-file=identity=KEY`.",
+                                       "dream-age-identity")},
     },
 }
 
@@ -307,6 +387,9 @@ SYSTEMD = {
         "config_dir": {"type": "string", "regex": ABSOLUTE,
                        **doc("Where the units read the rendered config files from "
                               "(`<config_dir>/<service>/`); default: the rendered folder's `config/`.")},
+        "age_identity": {"type": "string", "regex": ABSOLUTE,
+                         **doc("The file on the machine holding the age identity that decrypts the "
+                                "services' secrets (`LoadCredential=`); default `/etc/dream/age-identity`.")},
     },
 }
 

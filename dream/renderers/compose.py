@@ -23,6 +23,7 @@ import yaml
 from dream.errors import DreamError
 from dream.renderers.base import File, Plan, Target
 from dream.services.per_service import probe_argv
+from dream.supervisor.secrets import IDENTITY_ENV, IDENTITY_FILE_ENV, IDENTITY_SECRET, MOUNTED_IDENTITY
 
 CONDITIONS = {"started": "service_started", "healthy": "service_healthy",
               "completed_successfully": "service_completed_successfully"}
@@ -153,6 +154,11 @@ def _notes(plan: Plan, volumes: Mapping[str, Mapping[str, list[str]]], network: 
                          "(kept only below a volume); `docker-compose logs` has the output")
     if plan["log_dir"]:
         notes.append(f"log_dir {plan['log_dir']} is written inside each container (kept only below a volume)")
+    if any(s.get("secrets") for s in services):
+        notes.append(f"secrets are decrypted in each container by its supervisor with the identity in "
+                     f"{IDENTITY_ENV} (passed through) or the file {IDENTITY_FILE_ENV} names (a Compose secret "
+                     f"at {MOUNTED_IDENTITY}); file secrets land in the container's /run/secrets, on its "
+                     "writable layer unless /run is a tmpfs")
     return notes
 
 
@@ -181,6 +187,11 @@ def _service(plan: Plan, service: Mapping[str, Any], target: Target, network: st
     out["stop_grace_period"] = duration(service["stop_grace_period"] + SUPERVISOR_STOP)
     if service["gpus"] is not None:
         out["deploy"] = {"resources": {"reservations": {"devices": gpu_devices(service)}}}
+    if service.get("secrets"):
+        # The supervisor in the container decrypts them; the operator's identity comes in as the
+        # variable, passed through by name, or as a Compose secret at its mounted path.
+        out["environment"] = [IDENTITY_ENV]
+        out["secrets"] = [{"source": IDENTITY_SECRET, "target": IDENTITY_SECRET}]
     out["labels"] = {"dev.dream.deployment": plan["name"], "dev.dream.service": name}
     return out
 
@@ -205,6 +216,8 @@ def render(plan: Plan, target: Target) -> list[File]:
         "services": {s["name"]: _service(plan, s, target, network, address) for s in plan["services"]}}
     if volumes:
         document["volumes"] = {name: {} for name in volumes}
+    if any(service.get("secrets") for service in plan["services"]):
+        document["secrets"] = {IDENTITY_SECRET: {"file": f"${{{IDENTITY_FILE_ENV}:-/dev/null}}"}}
     out = target.out / "compose.yaml"
     header = [f"# Deployment {plan['name']}, rendered by dream (`doit render:compose`); do not edit.",
               f"# Run: doit run:compose -d {plan['name']}   (or, once `doit load:{plan['name']}-<service>` loaded "

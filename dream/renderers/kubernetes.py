@@ -38,12 +38,14 @@ from dream.errors import DreamError
 from dream.renderers.base import File, Plan, Target
 from dream.renderers.compose import SUPERVISOR_STOP, volume_name
 from dream.services.per_service import image_tag, probe_argv, service_plan_path
+from dream.supervisor.secrets import IDENTITY_FILE_ENV, IDENTITY_SECRET
 
 NETWORKS = ("host", "cluster")
 IMAGES = ("pushed", "local")
 LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # RFC 1123 label, at most 63 (checked apart)
 CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 GPU = "nvidia.com/gpu"
+IDENTITY_MOUNT = "/run/dream/age-identity"  # the age identity Secret, in containers with secrets
 KINDS = ("deployment", "job", "service", "configmap")  # what is rendered, claims aside (they hold the data)
 JOB_BACKOFF_LIMIT = 6  # Kubernetes' own default
 LEAST_GATE_SLEEP = 0.1
@@ -144,6 +146,7 @@ class _Context:
         self.storage: str = options.get("storage") or "1Gi"
         self.storage_class: str | None = options.get("storage_class") or None
         self.runtime_class: str | None = options.get("runtime_class") or None
+        self.age_identity: str = options.get("age_identity_secret") or IDENTITY_SECRET
         if self.network not in NETWORKS:
             raise DreamError(f"kubernetes network {self.network!r}: choose one of {', '.join(NETWORKS)}")
         if self.images not in IMAGES:
@@ -280,7 +283,7 @@ def _probe(service: Mapping[str, Any], probe: Mapping[str, Any], liveness: bool,
     """A readinessProbe or livenessProbe, in whole seconds."""
     kind = probe["kind"]
     out: dict[str, Any]
-    if kind == "exec":
+    if kind == "exec" or (kind == "http" and probe.get("json") and not liveness):  # the kubelet reads no body
         argv = probe["argv"] if liveness else probe_argv(ctx.deployment, service["name"])
         out = {"exec": {"command": [literal(arg) for arg in argv]}}
     else:
@@ -322,6 +325,10 @@ def _container(service: Mapping[str, Any], ctx: _Context) -> dict[str, Any]:
     mounts = _mounts(service)
     if mounts:
         out["volumeMounts"] = [{"name": vol, "mountPath": "/" + path} for vol, (path, _) in mounts.items()]
+    if service.get("secrets"):  # the supervisor decrypts them with the identity the Secret mounts
+        out.setdefault("env", []).append({"name": IDENTITY_FILE_ENV, "value": f"{IDENTITY_MOUNT}/identity"})
+        out.setdefault("volumeMounts", []).append({"name": IDENTITY_SECRET, "mountPath": IDENTITY_MOUNT,
+                                                   "readOnly": True})
     return out
 
 
@@ -356,6 +363,9 @@ def _pod(service: Mapping[str, Any], ctx: _Context, restart: str) -> dict[str, A
         source = ({"persistentVolumeClaim": {"claimName": f"{ctx.prefix}-{name}"}} if persistent
                   else {"emptyDir": {}})
         volumes.append({"name": name, **source})
+    if service.get("secrets"):  # optional: without it the pod runs, and the service says what is missing
+        volumes.append({"name": IDENTITY_SECRET, "secret": {"secretName": ctx.age_identity, "optional": True,
+                                                            "defaultMode": 0o400}})
     if volumes:
         spec["volumes"] = volumes
     return {"metadata": {"labels": _labels(ctx.deployment, service["name"])}, "spec": spec}
@@ -496,11 +506,22 @@ def _notes(plan: Plan, ctx: _Context) -> list[str]:
             if changed:
                 notes.append(f"{name}: {which} {', '.join(changed)} (Kubernetes probes in whole seconds, "
                              "period and timeout at least 1)")
-        if readiness and readiness["kind"] != "exec" and service["replicas"] > 1 and not readiness.get("port"):
+        if (readiness and readiness["kind"] != "exec" and not readiness.get("json") and service["replicas"] > 1
+                and not readiness.get("port")):
             notes.append(f"{name}: the readinessProbe checks the first replica's PORT only")
         if liveness and liveness["success_threshold"] > 1:
             notes.append(f"{name}: liveness success_threshold {liveness['success_threshold']} is 1 "
                          "(Kubernetes' only value)")
+        if readiness and readiness.get("json"):
+            notes.append(f"{name}: its http readiness checks a JSON body, which an httpGet probe cannot: the "
+                         "readinessProbe runs the image's probe tool (exec) instead")
+            if any(name in dep and dep[name] == "healthy" for dep in (s["depends_on"] for s in services)) \
+                    and ctx.network == "cluster":
+                notes.append(f"{name}: the wait-{name} gates (cluster network) check its Service's http status, "
+                             "not the JSON body")
+        if liveness and liveness.get("json"):
+            notes.append(f"{name}: the livenessProbe checks the http status only, not the JSON body (the "
+                         "supervisor inside checks the body too)")
         if liveness and liveness["kind"] == "exec":
             notes.append(f"{name}: the exec liveness probe runs as root in / with the image's environment, "
                          "not as the service's user, in its working_dir, with its env")
@@ -513,6 +534,11 @@ def _notes(plan: Plan, ctx: _Context) -> list[str]:
     if plan["log_dir"]:
         notes.append(f"log_dir {plan['log_dir']} is written inside each container (kept only below a "
                      "persistent volume)")
+    if any(service.get("secrets") for service in services):
+        notes.append(f"secrets are decrypted in each pod by its supervisor with the identity from the Secret "
+                     f"{ctx.age_identity} (key identity), which you create: kubectl create secret generic "
+                     f"{ctx.age_identity} --from-file=identity=KEYFILE; file secrets land in the container's "
+                     "/run/secrets")
     return notes
 
 

@@ -3,7 +3,9 @@ meaning the supervisor gives it.
 
 What survives: argv and env values with ``$``, quotes, ``#``, spaces, tabs and newlines (each
 line is a POSIX sh script; a line that would hold a newline is passed through
-``eval "$(printf '%b' …)"``), the working directory, volumes, config files, ``PORT`` (the
+``eval "$(printf '%b' …)"``), the working directory, volumes (and their seed files, copied in
+when the volume is empty), config files, ``pre_start`` (run by the line before ``exec``: a
+failure ends the line), ``PORT`` (the
 ``.env`` holds the base, so honcho's and foreman's own rule gives the same ports) and
 ``DREAM_*``. What a Procfile cannot say — start order, readiness, restarts, users — is listed
 in the file's header: those need `doit run:procfile`.
@@ -62,9 +64,11 @@ def service_line(service: Mapping[str, Any], deployment: str, root: Path, config
     variables that .env cannot carry, exported first, then the service's env files (their
     variables in ``env_files``, by name), then its own env, which wins."""
     steps = [f"cd {shlex.quote(str(root / service['working_dir']) if service['working_dir'] else str(root))}"]
-    for volume in service["volumes"]:
+    for index, volume in enumerate(service["volumes"]):
         path = shlex.quote(str(root / volume["path"]))
         steps.append(f"mkdir -p {path}" if volume["persistent"] else f"rm -rf {path} && mkdir -p {path}")
+        if volume.get("seed"):
+            steps.append(seed_step(volume, str(root / volume["path"]), config_dir.parent / seed_folder(service["name"], index)))
     env: dict[str, str] = dict(deployment_env or {})
     for name in service["env_files"]:
         if env_files is None or name not in env_files:
@@ -78,6 +82,8 @@ def service_line(service: Mapping[str, Any], deployment: str, root: Path, config
     assignments = [f"{k}={shlex.quote(v)}" for k, v in env.items()]
     assignments.append('DREAM_INSTANCE="${HONCHO_PROCESS_NAME:-${PS:-%s.1}}"' % service["name"])
     steps.append("export " + " ".join(assignments))
+    if service.get("pre_start"):
+        steps.append(shlex.join(service["pre_start"]))  # a failure ends the line: the service does not start
     command = shlex.join(service["argv"])
     if service["oneshot"] and not service["allowed_to_exit"]:
         steps.append(f"{{ {command} || exit $?; exec sleep infinity; }}")  # honcho stops all on any exit
@@ -86,6 +92,19 @@ def service_line(service: Mapping[str, Any], deployment: str, root: Path, config
     else:
         steps.append(f"exec {command}")
     return one_line(" && ".join(steps))
+
+
+def seed_folder(service: str, index: int) -> str:
+    """Where a volume's seed files are rendered, relative to the output folder."""
+    return f"seed/{service}/{index}"
+
+
+def seed_step(volume: Mapping[str, Any], path: str, folder: Path) -> str:
+    """Copy the rendered seed files (below ``folder``) into the volume at ``path`` when it is
+    empty, as the supervisor does (``install -D`` makes the folders and sets each mode)."""
+    copies = " && ".join(f"install -D -m {item['mode']} {shlex.quote(str(folder / item['path']))} "
+                         f"{shlex.quote(path + '/' + item['path'])}" for item in volume["seed"])
+    return f'{{ [ -n "$(ls -A {shlex.quote(path)})" ] || {{ {copies}; }}; }}'
 
 
 class ProcfileRenderer:
@@ -122,11 +141,17 @@ def render(plan: Plan, target: Target) -> list[File]:
             notes.append(f"{service['replicas']} replicas: honcho start -c {name}={service['replicas']}")
         if service["restart"] != "no":
             notes.append(f"restart {service['restart']}")
+        if service.get("secrets"):
+            notes.append("secrets " + ", ".join(secret["name"] for secret in service["secrets"])
+                         + " (only dream's supervisor decrypts them)")
         if notes:
             header.append(f"# {name}: " + "; ".join(notes) + " (not expressed here)")
         lines.append(f"{name}: {service_line(service, plan['name'], root, out / 'config', inline, target.env_files)}")
         for item in service["config_files"]:
             files.append(File(f"config/{name}/{item['path']}", item["content"], int(item["mode"], 8)))
+        for index, volume in enumerate(service["volumes"]):
+            for item in volume.get("seed", []):
+                files.append(File(f"{seed_folder(name, index)}/{item['path']}", item["content"], int(item["mode"], 8)))
     env_lines = [dotenv_value(k, v) for k, v in plan["env"].items() if k not in inline]
     env_lines.append(f'PORT="{plan["port_base"]}"')
     files.append(File("Procfile", "\n".join(header + lines) + "\n", 0o644))

@@ -11,7 +11,7 @@ supervisor. ``build/<deployment>/systemd/`` holds, for deployment ``d``:
   readiness wait, the liveness check and ``systemctl show`` see the same variables;
 - ``d-dream-prepare.service`` (only when there is something to prepare): a oneshot that makes
   the volumes (a non-persistent one emptied first, a new one with its mode, owned by the
-  service's user) and the log files' folders, once per start of ``d.target`` (it is
+  service's user, an empty one given its seed files from ``config/.seed/``) and the log files' folders, once per start of ``d.target`` (it is
   ``PartOf=`` it, every service ``Requires=`` and is ordered ``After=`` it). This is what the
   supervisor's setup does once per deployment start: a service restarted by systemd does not
   wipe its volume again. Not ``ExecStartPre=``: systemd opens ``StandardOutput=append:`` before
@@ -45,7 +45,8 @@ oneshot). A deployment named like one of systemd's own targets (``network``, ``d
 
 Readiness is an ``ExecStartPost=`` that waits until the probe passed ``success_threshold``
 times in a row, or fails the start after ``failure_threshold`` failures in a row (exec probes:
-a ``/bin/sh`` loop with ``timeout -s KILL``; http/tcp: a ``python3 -c`` program), bounded by
+a ``/bin/sh`` loop with ``timeout -s KILL``; http/tcp: a ``python3 -c`` program, which checks an
+http probe's JSON body too), bounded by
 ``TimeoutStartSec=``; so units ordered ``After=`` it start once it is healthy.
 
 Quoting (systemd.syntax(7), systemd.service(5) "Command lines", systemd.exec(5)
@@ -65,6 +66,8 @@ Pure (dream/renderers/base.py): the env files' variables come in through the `Ta
 
 from __future__ import annotations
 
+import base64
+import json
 import math
 import re
 import signal
@@ -75,6 +78,7 @@ from typing import Any, Iterable, Mapping
 from dream.errors import DreamError
 from dream.renderers.base import File, Plan, Target
 from dream.supervisor.plan import signal_number
+from dream.supervisor.secrets import IDENTITY_SECRET, SECRETS_DIR_ENV
 
 SCOPES = ("system", "user")
 WANTED_BY = {"system": "multi-user.target", "user": "default.target"}
@@ -106,11 +110,21 @@ READINESS_SH = ("{delay}ok=0 failed=0; while :; do "
                 "sleep {period}; done")
 
 PROBE_PY = """\
-import http.client, socket, ssl, sys, time
+import http.client, json, socket, ssl, sys, time
 kind, host, port, offset, path, scheme = sys.argv[1:7]
 timeout, delay, period = map(float, sys.argv[7:10])
 need, limit = map(int, sys.argv[10:12])
+field, want = (sys.argv[12], json.loads(sys.argv[13])) if len(sys.argv) > 13 else (None, None)
 port = int(port) + int(offset)
+def body_check(body):
+    try:
+        value = json.loads(body)
+        for key in field.split("."):
+            value = value[int(key)] if isinstance(value, list) and key.isdigit() else value[key]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return False, f"no {field} in a JSON body (wanted {json.dumps(want)})"
+    same = value == want and isinstance(value, bool) == isinstance(want, bool)
+    return same, f"{field} = {json.dumps(value)[:80]}" + ("" if same else f" (wanted {json.dumps(want)})")
 def probe():
     try:
         if kind == "tcp":
@@ -122,10 +136,15 @@ def probe():
             c = http.client.HTTPConnection(host, port, timeout=timeout)
         try:
             c.request("GET", path, headers={"User-Agent": "dream-probe"})
-            status = c.getresponse().status
+            r = c.getresponse()
+            status, body = r.status, (r.read(1 << 20) if field else b"")
         finally:
             c.close()
-        return 200 <= status < 400, f"GET {scheme}://{host}:{port}{path} answered {status}"
+        detail = f"GET {scheme}://{host}:{port}{path} answered {status}"
+        if not 200 <= status < 400 or field is None:
+            return 200 <= status < 400, detail
+        ok, found = body_check(body)
+        return ok, f"{detail}, {found}"
     except Exception as e:
         return False, f"{kind} {host}:{port}: {e or type(e).__name__}"
 time.sleep(delay)
@@ -154,6 +173,13 @@ WIPE_SH = ('if [ -L "$1" ]; then echo "volume $1 is a symlink; refusing to wipe 
            '[ -d "$1" ] || install -d -m "$2" "$1"')
 
 MAKE_SH = '[ -d "$1" ] || install -d -m "$2" "$1"'
+
+SEED_SH = ('[ -z "$(ls -A "$1")" ] || exit 0; v=$1 o=$2; shift 2; '
+           'while [ "$#" -gt 0 ]; do install -D -m "$3" "$1" "$v/$2" || exit 1; shift 3; done; '
+           '[ "$o" = - ] || chown -R "$o" "$v"')
+DEFAULT_AGE_IDENTITY = "/etc/dream/age-identity"  # where units load the operator's age identity from
+SECRETS = ".secrets"  # <config_dir>/.secrets/<service>/<name>.age: the ciphertext of file secrets
+SEEDS = ".seed"  # <config_dir>/.seed/<service>/<volume index>/…: no service's config folder
 
 
 class Raw(str):
@@ -259,6 +285,7 @@ class Settings:
     root: PurePosixPath
     config_dir: PurePosixPath
     env_files: Mapping[str, Mapping[str, str]]
+    age_identity: str = DEFAULT_AGE_IDENTITY
 
     def path(self, value: str) -> str:
         """A plan path (relative to the root, or absolute) where the units run."""
@@ -271,9 +298,9 @@ class Settings:
 
 def _settings(plan: Plan, target: Target) -> Settings:
     options = target.options
-    unknown = sorted(set(options) - {"scope", "root", "config_dir"})
+    unknown = sorted(set(options) - {"scope", "root", "config_dir", "age_identity"})
     if unknown:
-        raise DreamError(f"systemd: unknown option {unknown[0]!r} (scope, root, config_dir)")
+        raise DreamError(f"systemd: unknown option {unknown[0]!r} (scope, root, config_dir, age_identity)")
     scope = options.get("scope", "system")
     if scope not in SCOPES:
         raise DreamError(f"systemd scope {scope!r}: choose one of {', '.join(SCOPES)}")
@@ -282,7 +309,8 @@ def _settings(plan: Plan, target: Target) -> Settings:
     for name, value in (("root", root), ("config_dir", config_dir)):
         if not value.is_absolute():
             raise DreamError(f"systemd {name} {str(value)!r} must be an absolute path")
-    return Settings(plan["name"], scope, root, config_dir, target.env_files)
+    return Settings(plan["name"], scope, root, config_dir, target.env_files,
+                    str(options.get("age_identity", DEFAULT_AGE_IDENTITY)))
 
 
 # -- names -------------------------------------------------------------------------------------
@@ -389,8 +417,10 @@ def network_probe_argv(probe: Mapping[str, Any], port: int, templated_unit: bool
     timing = (["0", "0", "1", "1"] if once else
               [decimal(probe["initial_delay"]), decimal(probe["period"]),
                str(probe["success_threshold"]), str(probe["failure_threshold"])])
+    check = probe.get("json")
+    body = [check["field"], json.dumps(check["equals"])] if check else []
     return ["python3", "-c", PROBE_PY, probe["kind"], probe.get("host", "127.0.0.1"), base, offset,
-            probe.get("path", "/"), probe.get("scheme", "http"), decimal(probe["timeout"]), *timing]
+            probe.get("path", "/"), probe.get("scheme", "http"), decimal(probe["timeout"]), *timing, *body]
 
 
 def readiness_argv(probe: Mapping[str, Any], port: int, templated_unit: bool,
@@ -464,6 +494,10 @@ def _restart(service: Mapping[str, Any]) -> str:
 
 def _service_notes(settings: Settings, service: Mapping[str, Any], user: str | None) -> list[str]:
     notes: list[str] = []
+    given_as_env = [secret["name"] for secret in service.get("secrets", []) if secret.get("env")]
+    if given_as_env:
+        notes.append(f"secrets {', '.join(given_as_env)} are not given: units decrypt secrets into files "
+                     "only (systemd reads no variable from a credential); give them as files")
     restart = _restart(service)
     delay = max(0.01, min(float(service["backoff"]), float(service["max_backoff"])))
     if restart != "no":
@@ -548,6 +582,10 @@ def _service_unit(plan: Plan, settings: Settings, index: int, service: Mapping[s
     if liveness:
         body.append(("ExecStartPre", command_line(["/bin/rm", "-f", Raw(f"%t/dream-{d}-{name}{at}.liveness")],
                                                   what, prefix="+")))
+    body += _secret_entries(settings, service, what, at)
+    if service.get("pre_start"):  # as dream: before each start, its failure a failed start
+        body.append(("ExecStartPre", command_line(resolve(service["pre_start"], settings, service),
+                                                  f"{what}: pre_start")))
     body.append(("ExecStart", command_line(resolve(service["argv"], settings, service), what)))
     probe = service["readiness"]
     if probe and not service["oneshot"]:
@@ -656,16 +694,19 @@ def _prepare(plan: Plan, settings: Settings) -> File | None:
     commands: list[str] = []
     for service in plan["services"]:
         user, group = identity(service)
-        for volume in service["volumes"]:
+        for index, volume in enumerate(service["volumes"]):
             path = settings.path(volume["path"]).rstrip("/") or "/"
             mode = str(volume["mode"])
             if not re.fullmatch(r"[0-7]{3,4}", mode):
                 raise DreamError(f"service {service['name']}: volume mode {mode!r} is not an octal mode")
             script = MAKE_SH if volume["persistent"] else WIPE_SH
             commands.append(command_line(["/bin/sh", "-c", script, "dream-volume", path, mode], what))
+            owner = f"{user}:{group}" if group else f"{user}:"
             if user and settings.scope == "system":
-                owner = f"{user}:{group}" if group else f"{user}:"
                 commands.append(command_line(["/bin/chown", owner, path], what))
+            if volume.get("seed"):
+                commands.append(_seed_command(settings, service, index, volume, path,
+                                              owner if user and settings.scope == "system" else "-"))
     folders: list[str] = []
     for service in plan["services"]:
         for replica in range(1, int(service["replicas"]) + 1):
@@ -685,6 +726,22 @@ def _prepare(plan: Plan, settings: Settings) -> File | None:
     return File(f"{d}-{PREPARE}.service", _unit_text(header, [("Unit", unit), ("Service", body)]))
 
 
+def seed_files(service: Mapping[str, Any]) -> list[File]:
+    """A service's volume seed files, rendered as config files are (``config/.seed/…``: the VM
+    installs them below its ``config_dir`` too), for the prepare unit to copy in."""
+    return [File(f"config/{SEEDS}/{service['name']}/{index}/{item['path']}", item["content"], int(item["mode"], 8))
+            for index, volume in enumerate(service["volumes"]) for item in volume.get("seed", [])]
+
+
+def _seed_command(settings: Settings, service: Mapping[str, Any], index: int, volume: Mapping[str, Any],
+                  path: str, owner: str) -> str:
+    """Copy the seed files into the volume when it is empty (never over anything there), with
+    their modes, then give them to the service's user (``-``: nobody)."""
+    folder = settings.config_dir / SEEDS / service["name"] / str(index)
+    words = [word for item in volume["seed"] for word in (str(folder / item["path"]), item["path"], item["mode"])]
+    return command_line(["/bin/sh", "-c", SEED_SH, "dream-seed", path, owner, *words], "prepare")
+
+
 def _target_notes(plan: Plan, settings: Settings) -> list[str]:
     notes = ["a service that ends (or a oneshot that fails) leaves the other units running; dream stops "
              "the whole deployment unless the service is allowed_to_exit",
@@ -694,8 +751,9 @@ def _target_notes(plan: Plan, settings: Settings) -> list[str]:
              "under on-failure all the same, RestartForceExitStatus=, but a oneshot so ended counts as "
              "completed and is not retried)"]
     if any(s["volumes"] for s in plan["services"]):
-        notes.append(f"volumes are made (non-persistent ones emptied) by {settings.deployment}-{PREPARE}.service "
-                     f"at each start of {settings.deployment}.target, as dream does at each deployment start")
+        notes.append(f"volumes are made (non-persistent ones emptied, empty ones seeded) by "
+                     f"{settings.deployment}-{PREPARE}.service at each start of {settings.deployment}.target, "
+                     "as dream does at each deployment start")
     return notes
 
 
@@ -706,6 +764,42 @@ class SystemdRenderer:
 
     def render(self, plan: Plan, target: Target) -> list[File]:
         return render(plan, target)
+
+
+def secret_file(service: Mapping[str, Any], secret: Mapping[str, Any]) -> str:
+    """Where a file secret's ciphertext is rendered (below ``config/``)."""
+    return f"config/{SECRETS}/{service['name']}/{secret['name']}.age"
+
+
+def armored(ciphertext: str) -> str:
+    """An age file (base64 in the plan) as age's own ASCII armor, which `age --decrypt` reads:
+    the rendered folder holds text only, and never more than the ciphertext."""
+    data = base64.b64decode(ciphertext)
+    if data.startswith(b"-----BEGIN AGE ENCRYPTED FILE-----"):
+        return data.decode("ascii")
+    body = base64.b64encode(data).decode("ascii")
+    lines = [body[i:i + 64] for i in range(0, len(body), 64)]
+    return "\n".join(["-----BEGIN AGE ENCRYPTED FILE-----", *lines, "-----END AGE ENCRYPTED FILE-----"]) + "\n"
+
+
+def _secret_entries(settings: Settings, service: Mapping[str, Any], what: str, at: str) -> list[tuple[str, str]]:
+    """systemd's credentials carry the operator's age identity into the unit (``%d``, readable by
+    the service's user only), and ``ExecStartPre=`` runs age to decrypt each file secret into the
+    unit's own runtime folder (``RuntimeDirectory=``, 0700, gone when the unit stops)."""
+    files = [secret for secret in service.get("secrets", []) if not secret.get("env")]
+    if not files:
+        return []
+    folder = f"dream-{settings.deployment}-{service['name']}" + ("-%i" if at else "")
+    entries = [("LoadCredential", f"{IDENTITY_SECRET}:{settings.age_identity}"),
+               ("RuntimeDirectory", folder), ("RuntimeDirectoryMode", "0700"),
+               ("Environment", command_line([Raw(f"{SECRETS_DIR_ENV}=%t/{folder}")], what))]
+    for secret in files:
+        path = secret.get("path") or f"%t/{folder}/{secret['name']}"
+        source = str(settings.config_dir / SECRETS / service["name"] / f"{secret['name']}.age")
+        entries.append(("ExecStartPre", command_line(
+            ["/usr/bin/age", "--decrypt", "-i", Raw(f"%d/{IDENTITY_SECRET}"), "-o", Raw(path), source], what)))
+        entries.append(("ExecStartPre", command_line(["/bin/chmod", format(int(secret["mode"]), "04o"), Raw(path)], what)))
+    return entries
 
 
 def render(plan: Plan, target: Target) -> list[File]:
@@ -721,6 +815,9 @@ def render(plan: Plan, target: Target) -> list[File]:
         units += _service_unit(plan, settings, index, service, by_name, prepare is not None)
         for item in service["config_files"]:
             config.append(File(f"config/{service['name']}/{item['path']}", item["content"], int(item["mode"], 8)))
+        config += seed_files(service)
+        config += [File(secret_file(service, secret), armored(secret["ciphertext"]), 0o600)
+                   for secret in service.get("secrets", []) if not secret.get("env")]
     wanted = ([f"{d}-{PREPARE}.service"] if prepare else []) + [
         unit for service in plan["services"] for unit in instances(settings, service)]
     target_unit = [("Description", f"dream deployment {d}"), ("Wants", " ".join(wanted))]

@@ -13,6 +13,7 @@ from typing import Any
 
 from dream.recipe.model import Deployment
 from dream.supervisor.plan import PLAN_VERSION
+from dream.supervisor.secrets import IMAGE_SECRETS_DIR
 
 HOST_RUNTIME = ".dream/run"
 IMAGE_RUNTIME = "/run/dream"
@@ -40,6 +41,7 @@ def service_plan(name: str, spec: dict[str, Any], user: str | None) -> dict[str,
     return {
         "name": name,
         "argv": argv_of(spec["command"], spec["args"]),
+        "pre_start": argv_of(spec["pre_start"], []) if spec.get("pre_start") is not None else None,
         "env": spec["env"],
         "env_files": spec["env_files"],
         "working_dir": spec.get("working_dir"),
@@ -55,6 +57,8 @@ def service_plan(name: str, spec: dict[str, Any], user: str | None) -> dict[str,
                                       "stop_grace_period", "oneshot", "replicas", "allowed_to_exit")},
         "log_file": spec.get("log_file"),
         "gpus": spec.get("gpus"),
+        "secrets": [{key: secret.get(key) for key in ("name", "ciphertext", "path", "env", "mode")}
+                    for secret in spec.get("secrets", [])],
     }
 
 
@@ -67,6 +71,7 @@ def build_plan(deployment: Deployment, in_image: bool = False) -> dict[str, Any]
         "port_base": deployment.port_base,
         "log_dir": deployment.log_dir,
         "runtime_dir": f"{runtime}/{deployment.name}",
+        "secrets_dir": IMAGE_SECRETS_DIR if in_image else None,  # None: a private folder of the run's
         "services": [service_plan(name, spec, deployment.user) for name, spec in deployment.services.items()],
     }
 

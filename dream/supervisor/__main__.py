@@ -3,10 +3,10 @@
 Runs the deployment the plan describes until its services finish or a stop signal arrives;
 the exit code is the supervisor's (see supervisor.py): 0 fine, 1 a service failed, 2 setup.
 
-``python -m dream.supervisor probe PLAN.json`` runs the readiness probe of the plan's only
-service once (a per-service image's Docker ``HEALTHCHECK``): exit code 0 when it passes (or
-the service has none), 1 when not, as Docker reads a health check (a plan file named
-``probe`` is given as ``./probe``).
+``python -m dream.supervisor probe PLAN.json`` runs the readiness probes of the plan's services
+once (a per-service image's Docker ``HEALTHCHECK``, or a services layer's for the whole
+deployment): exit code 0 when every one passes (or there are none), 1 when not, as Docker reads
+a health check (a plan file named ``probe`` is given as ``./probe``).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 def probe(argv: list[str]) -> int:
     """The ``probe`` sub-command: 0 passed, 1 anything else (an unreadable plan too: Docker
     reserves 2)."""
-    args = _parser("dream-supervisor probe", "run the readiness probe of a one-service plan once").parse_args(argv)
+    args = _parser("dream-supervisor probe", "run the readiness probes of a plan's services once").parse_args(argv)
     plan = _plan(args.plan)
     if plan is None:
         return 1

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .secrets import Secret
+
 PLAN_VERSION = 1
 
 
@@ -28,13 +30,16 @@ class Probe:
     timeout: float
     success_threshold: int
     failure_threshold: int
+    json: JsonCheck | None = None  # http: the body must be JSON with this field's value
 
 
 @dataclass(frozen=True)
-class Volume:
-    path: str
-    persistent: bool
-    mode: int
+class JsonCheck:
+    """An http probe's body check: the value at ``field`` (dotted keys, a whole number indexes
+    a list) must equal ``equals`` (a string, number, boolean or None)."""
+
+    field: str
+    equals: Any
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,14 @@ class ConfigFile:
     path: str
     content: str
     mode: int
+
+
+@dataclass(frozen=True)
+class Volume:
+    path: str
+    persistent: bool
+    mode: int
+    seed: list[ConfigFile] = field(default_factory=list)  # copied in when the volume is empty
 
 
 @dataclass(frozen=True)
@@ -69,6 +82,8 @@ class Service:
     allowed_to_exit: bool
     log_file: str | None
     gpus: int | str | None = None  # None | "all" | N: replica i sees GPUs i*N … i*N+N-1
+    pre_start: list[str] | None = None  # run before each start; the service starts when it exits 0
+    secrets: list[Secret] = field(default_factory=list)  # age ciphertext, decrypted at each start
 
 
 @dataclass(frozen=True)
@@ -79,6 +94,7 @@ class Plan:
     log_dir: str | None
     runtime_dir: str
     services: list[Service] = field(default_factory=list)
+    secrets_dir: str | None = None  # where file secrets go by default; None: a private folder per run
 
 
 def _probe(data: dict[str, Any] | None) -> Probe | None:
@@ -88,7 +104,20 @@ def _probe(data: dict[str, Any] | None) -> Probe | None:
                  port=data.get("port"), path=data.get("path", "/"), scheme=data.get("scheme", "http"),
                  initial_delay=float(data["initial_delay"]), period=float(data["period"]),
                  timeout=float(data["timeout"]), success_threshold=int(data["success_threshold"]),
-                 failure_threshold=int(data["failure_threshold"]))
+                 failure_threshold=int(data["failure_threshold"]),
+                 json=_json_check(data.get("json")))
+
+
+def _json_check(data: dict[str, Any] | None) -> JsonCheck | None:
+    if data is None:
+        return None
+    if not isinstance(data.get("field"), str) or not data["field"]:
+        raise ValueError(f"a probe's json check needs a field (got {data!r})")
+    return JsonCheck(field=data["field"], equals=data.get("equals"))
+
+
+def _config_file(data: dict[str, Any]) -> ConfigFile:
+    return ConfigFile(data["path"], data["content"], int(data.get("mode", "644"), 8))
 
 
 def signal_number(name: Any) -> int:
@@ -122,10 +151,10 @@ def _service(index: int, data: dict[str, Any]) -> Service:
         name=data["name"], index=index, argv=list(data["argv"]), env=dict(data.get("env", {})),
         env_files=list(data.get("env_files", [])), working_dir=data.get("working_dir"),
         user=data.get("user"),
-        volumes=[Volume(v["path"], bool(v.get("persistent", True)), int(v.get("mode", "755"), 8))
+        volumes=[Volume(v["path"], bool(v.get("persistent", True)), int(v.get("mode", "755"), 8),
+                        [_config_file(f) for f in v.get("seed", [])])
                  for v in data.get("volumes", [])],
-        config_files=[ConfigFile(c["path"], c["content"], int(c.get("mode", "644"), 8))
-                      for c in data.get("config_files", [])],
+        config_files=[_config_file(c) for c in data.get("config_files", [])],
         depends_on=dict(data.get("depends_on", {})),
         readiness=_probe(data.get("readiness")), liveness=_probe(data.get("liveness")),
         restart=data.get("restart", "no"), max_restarts=int(data.get("max_restarts", 0)),
@@ -134,7 +163,9 @@ def _service(index: int, data: dict[str, Any]) -> Service:
         stop_grace_period=float(data.get("stop_grace_period", 10)),
         oneshot=bool(data.get("oneshot", False)), replicas=int(data.get("replicas", 1)),
         allowed_to_exit=bool(data.get("allowed_to_exit", False)), log_file=data.get("log_file"),
-        gpus=_gpus(data.get("gpus")))
+        gpus=_gpus(data.get("gpus")),
+        pre_start=list(data["pre_start"]) if data.get("pre_start") is not None else None,
+        secrets=[Secret.from_plan(secret) for secret in data.get("secrets", [])])
 
 
 def _gpus(value: Any) -> int | str | None:
@@ -151,7 +182,8 @@ def plan_from_json(data: dict[str, Any]) -> Plan:
                          "render it again with this dream")
     return Plan(name=data["name"], env=dict(data.get("env", {})), port_base=int(data.get("port_base", 5000)),
                 log_dir=data.get("log_dir"), runtime_dir=data.get("runtime_dir", "/run/dream"),
-                services=[_service(i, s) for i, s in enumerate(data["services"])])
+                services=[_service(i, s) for i, s in enumerate(data["services"])],
+                secrets_dir=data.get("secrets_dir"))
 
 
 def read_plan(path: Path) -> Plan:

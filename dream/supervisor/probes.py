@@ -7,6 +7,7 @@ no loop: `network_probe` called directly, `exec_once` waiting for its one child.
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import signal
 import socket
@@ -14,12 +15,14 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
-from .plan import Probe
+from .plan import JsonCheck, Probe
 from .procs import Identity, describe_status, signal_group, spawn
 
 Result = Callable[[bool, str], None]
 KEPT_OUTPUT = 400  # bytes of an exec probe's output kept for its last line
+MAX_BODY = 1 << 20  # bytes of an http probe's body read for its json check
 
 
 def check_network(probe: Probe, port: int, done: Result) -> None:
@@ -95,8 +98,35 @@ def _http(probe: Probe, port: int) -> tuple[bool, str]:
         connection = http.client.HTTPConnection(probe.host, port, timeout=probe.timeout)
     try:
         connection.request("GET", probe.path, headers={"User-Agent": "dream-probe"})
-        status = connection.getresponse().status
+        response = connection.getresponse()
+        status = response.status
+        body = response.read(MAX_BODY + 1) if probe.json is not None and 200 <= status < 400 else b""
     finally:
         connection.close()
     url = f"{probe.scheme}://{probe.host}:{port}{probe.path}"
-    return 200 <= status < 400, f"GET {url} answered {status}"
+    if not 200 <= status < 400 or probe.json is None:
+        return 200 <= status < 400, f"GET {url} answered {status}"
+    ok, detail = json_verdict(probe.json, body)
+    return ok, f"GET {url} answered {status}, {detail}"
+
+
+def json_verdict(check: JsonCheck, body: bytes) -> tuple[bool, str]:
+    """Whether ``body`` is JSON whose value at ``check.field`` equals ``check.equals``: (passed,
+    what was found). A boolean equals only a boolean (``true`` is not ``1``)."""
+    want = json.dumps(check.equals)
+    if len(body) > MAX_BODY:
+        return False, f"a body over {MAX_BODY} bytes (wanted {check.field} = {want})"
+    try:
+        value: Any = json.loads(body.decode("utf-8"))
+    except ValueError:
+        text = body[:60].decode(errors="replace")
+        return False, f"a body that is not JSON ({text!r}; wanted {check.field} = {want})"
+    for key in check.field.split("."):
+        if isinstance(value, dict) and key in value:
+            value = value[key]
+        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
+            value = value[int(key)]
+        else:
+            return False, f"no {check.field} in its JSON (wanted {want})"
+    same = value == check.equals and isinstance(value, bool) == isinstance(check.equals, bool)
+    return same, f"{check.field} = {json.dumps(value)[:80]}" + ("" if same else f" (wanted {want})")

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,7 +30,9 @@ from . import runstate
 from .dotenv import read_env_file
 from .loop import Loop, Timer
 from .output import LineSplitter, Printer
-from .plan import Plan, Probe, Service
+from .plan import Plan, Probe, Service, Volume
+from .secrets import SECRETS_DIR_ENV, SecretError, give, host_directory
+from .secrets import remove as remove_secrets
 from .probes import KEPT_OUTPUT, check_network, exec_once, exec_verdict, network_probe
 from .procs import (
     Identity,
@@ -73,6 +75,24 @@ def visible_gpus(service: Service, replica: int) -> str | None:
     return ",".join(str(device) for device in range(first, first + service.gpus))
 
 
+def port_base(plan: Plan, environ: Mapping[str, str]) -> int:
+    """The first process's PORT: the operator's ``PORT`` when the supervisor's own environment
+    has one (``docker run -e PORT=5123``, ``PORT=5123 doit run:procfile``: honcho's and
+    foreman's rule, as Cog's images read it), else the plan's ``port_base``; the other services
+    and replicas follow it (100 more per service, 1 more per replica). ValueError for a PORT
+    that is no port."""
+    value = environ.get("PORT")
+    if value is None or value.strip() == "":
+        return plan.port_base
+    text = value.strip()
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError(f"PORT={value!r} in the environment is not a port from 1 to 65535")
+    last = int(text) + max([100 * s.index + s.replicas - 1 for s in plan.services], default=0)
+    if last > 65535:
+        raise ValueError(f"PORT={text} in the environment would give a process PORT={last}, above 65535")
+    return int(text)
+
+
 class Instance:
     """One running copy of a service (``web`` or, with replicas, ``web.1``, ``web.2`` …)."""
 
@@ -101,6 +121,8 @@ class Instance:
         self.probe_failed = 0
         self.splitter: LineSplitter | None = None
         self.hup_at = 0.0
+        self.phase = "main"  # "pre_start" while the service's pre_start runs as its process
+        self.secret_env: dict[str, str] = {}  # this start's secrets given as variables
 
     def probe_port(self, probe: Probe) -> int:
         return probe.port if probe.port is not None else self.port
@@ -116,7 +138,13 @@ class Supervisor:
         self.plan = plan
         self.root = root
         self.loop = Loop()
-        self.instances = [Instance(s, r, plan.port_base + 100 * s.index + r - 1)
+        self.port_error = ""
+        self.host_secrets: Path | None = None  # a host run's private folder for file secrets
+        try:
+            base = port_base(plan, os.environ)
+        except ValueError as exc:
+            base, self.port_error = plan.port_base, str(exc)
+        self.instances = [Instance(s, r, base + 100 * s.index + r - 1)
                           for s in plan.services for r in range(1, s.replicas + 1)]
         self.by_service = {s.name: [i for i in self.instances if i.service is s] for s in plan.services}
         self.printer = printer or Printer([i.name for i in self.instances])
@@ -152,10 +180,14 @@ class Supervisor:
                 except OSError:
                     pass
             self.end_watch()
+            if self.host_secrets is not None:
+                remove_secrets(self.host_secrets)
 
     def _run(self) -> int:
         become_subreaper()
         try:
+            if self.port_error:
+                raise SetupError(self.port_error)
             self.guard()
             self.prepare()
         except SetupError as exc:
@@ -297,8 +329,8 @@ class Supervisor:
                     signal_group(inst.pid, signal.SIGKILL)  # type: ignore[arg-type]
             else:
                 self.shutdown(0, f"{name} received: stopping")
-        elif number in FORWARDED_SIGNALS:
-            for inst in self.running():
+        elif number in FORWARDED_SIGNALS:  # to the services, not to a pre_start still running
+            for inst in [i for i in self.running() if i.phase == "main"]:
                 if number == signal.SIGHUP:
                     inst.hup_at = time.monotonic()
                 signal_group(inst.pid, number)  # type: ignore[arg-type]
@@ -344,6 +376,8 @@ class Supervisor:
                         os.chmod(path, volume.mode)
                     if who is not None and os.getuid() == 0:
                         os.chown(path, who.uid, who.gid)
+                    if volume.seed:
+                        self.seed(service, volume, who)
                 if service.config_files:
                     folder = self.config_dir(service)
                     if folder.exists():
@@ -368,6 +402,24 @@ class Supervisor:
             raise SetupError(f"{exc.filename or ''}: {exc.strerror}") from None
         except ValueError as exc:  # a NUL in a path, a config file's text that is no Unicode
             raise SetupError(str(exc)) from None
+
+    def seed(self, service: Service, volume: Volume, who: Identity | None) -> None:
+        """Copy a volume's seed files in when it is empty (just made, wiped, or a new empty
+        mount); a volume that holds anything is left as it is, so nothing is ever overwritten.
+        The files (and the folders made for them) belong to the service's user when the
+        supervisor is root."""
+        folder = self.path(volume.path)
+        if any(folder.iterdir()):
+            return
+        for item in volume.seed:
+            target = folder / item.path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(item.content)
+            os.chmod(target, item.mode)
+            if who is not None and os.getuid() == 0:
+                for part in [target, *target.relative_to(folder).parents]:
+                    os.chown(folder / part, who.uid, who.gid)
+        self.say(f"{service.name}: seeded volume {volume.path} ({len(volume.seed)} files)")
 
     def wipe(self, service: Service, value: str) -> None:
         """Empty a non-persistent volume: only a directory strictly below the deployment's root
@@ -410,6 +462,9 @@ class Supervisor:
         if devices is not None:
             env["CUDA_VISIBLE_DEVICES"] = devices
         env.update(service.env)
+        if service.secrets:
+            env[SECRETS_DIR_ENV] = str(self.secrets_folder())
+            env.update(inst.secret_env)
         env.update(DREAM_DEPLOYMENT=self.plan.name, DREAM_SERVICE=service.name, DREAM_INSTANCE=inst.id)
         if service.config_files:
             env["DREAM_CONFIG_DIR"] = env["XDG_CONFIG_HOME"] = str(self.config_dir(service))
@@ -497,6 +552,88 @@ class Supervisor:
     # -- starting and stopping ---------------------------------------------------------------
 
     def start(self, inst: Instance) -> None:
+        """Start the instance: its secrets, its ``pre_start`` when it has one, then the service."""
+        if not self.give_secrets(inst):
+            return
+        if inst.service.pre_start:
+            self.run_pre_start(inst)
+        else:
+            self.launch(inst)
+
+    def give_secrets(self, inst: Instance) -> bool:
+        """Decrypt the service's secrets for this start (secrets.py). One that cannot be given
+        (no identity, a wrong key, no age): this instance is not started and fails, and the
+        deployment goes on without it, so one missing key does not take the others down."""
+        service = inst.service
+        if not service.secrets:
+            return True
+        try:
+            who = self.identity(service)
+        except SetupError:
+            who = None  # the start itself reports it
+        owner = (who.uid, who.gid) if who is not None else None
+        try:
+            inst.secret_env = give(service.secrets, os.environ, self.secrets_folder(), owner)
+        except (SecretError, OSError) as exc:
+            self.finish(inst, failed=True, outcome=f"was not started ({exc})")
+            inst.reported = True  # judged here: the deployment does not stop for it
+            self.say(f"{inst.name} {inst.outcome}")
+            return False
+        return True
+
+    def secrets_folder(self) -> Path:
+        """The plan's folder for file secrets (``/run/secrets`` in an image), or on the host a
+        private one in memory for this run, removed when the supervisor ends."""
+        if self.plan.secrets_dir:
+            return Path(self.plan.secrets_dir)
+        if self.host_secrets is None:
+            self.host_secrets = host_directory(self.plan.name)
+            os.chmod(self.host_secrets, 0o711)  # services of other users reach their own files
+        return self.host_secrets
+
+    def run_pre_start(self, inst: Instance) -> None:
+        """Spawn the service's ``pre_start`` as the instance's process (so a stop reaches it),
+        its output under the instance's name; `pre_start_ended` goes on from its exit."""
+        service = inst.service
+        assert service.pre_start is not None
+        try:
+            who = self.identity(service)
+            proc = spawn(service.pre_start, self.environment(inst, who), self.workdir(service), who)
+        except (OSError, ValueError, SetupError) as exc:  # ValueError: EnvFileError, a NUL
+            detail = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self.finish(inst, failed=True, outcome=f"could not run its pre_start ({detail})")
+            self.say(f"{inst.name} {inst.outcome}")
+            return
+        inst.proc, inst.pid = proc, proc.pid
+        inst.phase = "pre_start"
+        self.spawned(proc.pid)
+        inst.state = "pre_start"
+        inst.started_at = time.monotonic()  # a pre_start that fails at once is no long run
+        self.children[proc.pid] = lambda status: self.pre_start_ended(inst, status)
+        self.watch_output(inst, proc.stdout)  # type: ignore[arg-type]
+        self.say(f"{inst.name} pre_start started (pid {proc.pid})")
+
+    def pre_start_ended(self, inst: Instance, status: int) -> None:
+        """Exit 0 starts the service; anything else is a failed start, under the restart policy."""
+        code, words = describe_status(status)
+        proc, pid = inst.proc, inst.pid
+        assert proc is not None and pid is not None
+        proc.returncode = code
+        self.read_output(inst, proc.stdout, drain=True)  # type: ignore[arg-type]
+        signal_group(pid, signal.SIGKILL)  # what it left behind in its group
+        inst.cancel_timers()
+        inst.pid = inst.proc = None
+        inst.phase = "main"
+        inst.stop_reason = None
+        if self.stopping:
+            self.finish(inst, failed=False, outcome=f"stopped in its pre_start ({words})")
+            self.say(f"{inst.name} {inst.outcome}")
+        elif code == 0:
+            self.launch(inst)
+        else:
+            self.ended(inst, failed=True, words=f"pre_start {words}", reason="pre_start")
+
+    def launch(self, inst: Instance) -> None:
         service = inst.service
         try:
             who = self.identity(service)
@@ -577,6 +714,12 @@ class Supervisor:
             self.finish(inst, failed=False, outcome="completed")
             self.say(f"{inst.name} completed")
             return
+        self.ended(inst, failed, words, reason)
+
+    def ended(self, inst: Instance, failed: bool, words: str, reason: str | None) -> None:
+        """A run (or a pre_start) ended and the deployment goes on: restart it under its policy
+        with the backoff, or finish it."""
+        service = inst.service
         restart = service.restart == "always" or (service.restart == "on-failure" and failed)
         if not restart:
             self.finish(inst, failed=failed, outcome=words)
@@ -724,30 +867,33 @@ class Supervisor:
 
 
 def check_readiness(plan: Plan, root: Path) -> tuple[bool, list[str]]:
-    """The readiness probe of the plan's only service, once against each of its replicas, as
-    the supervisor runs it (the service's user, environment and working directory, the
-    replica's PORT): ``python3 -m dream_supervisor probe``, a container engine's health check.
-    It passes when every replica passes, as a dependent waiting for ``healthy`` waits for all;
-    a service without a readiness probe always passes. Returns (passed, a line per replica)."""
-    if len(plan.services) != 1:
-        raise ValueError(f"a probe needs a plan of one service (this one has {len(plan.services)})")
-    service = plan.services[0]
-    probe = service.readiness
-    if probe is None:
-        return True, [f"{service.name} has no readiness probe"]
+    """The readiness probes of the plan's services, once against each replica, as the supervisor
+    runs them (the service's user, environment and working directory, the replica's PORT):
+    ``python3 -m dream_supervisor probe``, a container engine's health check — of one service
+    (a per-service image) or of a whole deployment (an image with a services layer). It passes
+    when every probed replica passes, as a dependent waiting for ``healthy`` waits for all;
+    services without a readiness probe, and oneshots, are not probed (a plan with none passes).
+    Returns (passed, a line per replica)."""
+    probed = [s for s in plan.services if s.readiness is not None and not s.oneshot]
+    if not probed:
+        names = ", ".join(s.name for s in plan.services)
+        return True, [f"{names} {'has' if len(plan.services) == 1 else 'have'} no readiness probe"]
     supervisor = Supervisor(plan, root, Printer([], fd=2))
+    results: list[tuple[Instance, tuple[bool, str]]] = []
     try:
-        results = []
         for inst in supervisor.instances:
+            service, probe = inst.service, inst.service.readiness
+            if service not in probed or probe is None:
+                continue
             if probe.kind != "exec":
-                results.append(network_probe(probe, inst.probe_port(probe)))
+                results.append((inst, network_probe(probe, inst.probe_port(probe))))
                 continue
             try:
                 who = supervisor.identity(service)
-                results.append(exec_once(probe, supervisor.environment(inst, who), supervisor.workdir(service), who))
+                results.append((inst, exec_once(probe, supervisor.environment(inst, who),
+                                                supervisor.workdir(service), who)))
             except (OSError, ValueError, SetupError) as exc:  # ValueError: EnvFileError, a NUL
-                results.append((False, f"cannot run {probe.argv[0]}: {exc}"))
+                results.append((inst, (False, f"cannot run {probe.argv[0]}: {exc}")))
     finally:
         supervisor.loop.close()
-    return all(ok for ok, _ in results), [f"{inst.name}: {detail}" for inst, (_, detail)
-                                          in zip(supervisor.instances, results)]
+    return all(ok for _, (ok, _) in results), [f"{inst.name}: {detail}" for inst, (_, detail) in results]

@@ -9,6 +9,7 @@ Tasks (``doit list --all``):
   push:<image>           push the built image to registries (image.push or --to)
   pull:<image>           fetch the blobs of the image that only a registry holds
   check:<image>          run the image's run steps again; name the files whose bytes differ
+  inspect:<image>        the image's layers, biggest files and config (--svg FILE: a picture)
   render:<renderer>      write a deployment's files: procfile, compose, plugins (dream/tasks/services.py)
   render:images          an image per service of a deployment, in the store
   run:procfile           run a deployment under dream's supervisor
@@ -279,13 +280,13 @@ class ImageJob:
         2. the recipe's ``image`` (a field set there, even to null, replaces the base's; and,
            as in a Dockerfile, an image that sets its own entrypoint does not inherit a cmd);
         3. what the other layers' builders add: env and labels under the recipe's, ports
-           joined, and a services layer's supervisor ``cmd`` over any other.
+           joined, and a services layer's supervisor ``cmd`` (and ``healthcheck``) over any other.
         """
         base: dict[str, Any] = {}
         env: dict[str, str] = {}
         labels: dict[str, str] = {}
         ports: set[str] = set(self.recipe.image.get("ports", []))
-        cmd = None
+        cmd = healthcheck = None
         for layer in self.recipe.layers:
             extra = BUILDERS[layer.kind].config(self.context(layer, Store(store_path(), fetch=_fetch)))
             base.update(extra.get("base", {}))
@@ -293,6 +294,7 @@ class ImageJob:
             labels.update(extra.get("labels", {}))
             ports |= set(extra.get("ports", []))
             cmd = extra.get("cmd", cmd)
+            healthcheck = extra.get("healthcheck", healthcheck)
         ports |= set(base.get("ports", []))
         if self.recipe.image.get("entrypoint") is not None:
             base.pop("cmd", None)
@@ -302,6 +304,8 @@ class ImageJob:
         image["ports"] = sorted(ports)
         if cmd is not None:
             image["cmd"] = cmd
+        if healthcheck is not None:
+            image["healthcheck"] = healthcheck
         return image
 
     def assemble(self) -> dict[str, Any]:
@@ -503,15 +507,24 @@ def dodo_tasks(root: Path | None = None) -> dict[str, Callable[[], Any]]:
 
     def task_inspect() -> Any:
         """show an image's layers, biggest files and config (--svg FILE: draw the layers)"""
-        from dream.tasks.inspect import inspect_task
         for image in jobs:
-            yield inspect_task(image, _fetch)
+            name = image.recipe.name
+            yield {"name": name, "doc": f"show {name}'s layers, biggest files and config (--svg FILE: draw the layers)",
+                   "actions": [(_inspect, [image])], "verbosity": 2, "uptodate": [False],
+                   "params": [{"name": "svg", "long": "svg", "type": str, "default": "",
+                               "help": "also draw the layers into this SVG file"}]}
 
     creators = {"task_layer": task_layer, "task_shell": task_shell, "task_build": task_build, "task_lock": task_lock,
                 "task_load": task_load, "task_push": task_push, "task_pull": task_pull, "task_check": task_check,
                 "task_verify": task_verify, "task_inspect": task_inspect,
                 "task_gc": task_gc, **services}
     return {name: guard_creator(creator, name.removeprefix("task_")) for name, creator in creators.items()}
+
+
+def _inspect(image: ImageJob, svg: str) -> None | TaskFailed:
+    """`doit inspect:<image>`; its module is imported only when it runs (every command lists it)."""
+    from dream.tasks.inspect import run_inspect
+    return run_inspect(image, _fetch, svg)
 
 
 def task_verify() -> dict[str, Any]:

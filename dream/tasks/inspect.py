@@ -468,11 +468,3 @@ def run_inspect(image: ImageJob, fetch: Callable[[Store, Descriptor], None] | No
         write_picture(report, target)
         print(f"{name}: drew {len(report.layers)} layers into {target}")
     return None
-
-
-def inspect_task(image: ImageJob, fetch: Callable[[Store, Descriptor], None] | None = None) -> dict[str, Any]:
-    name = image.recipe.name
-    return {"name": name, "doc": f"show {name}'s layers, biggest files and config (--svg FILE: draw the layers)",
-            "actions": [(run_inspect, [image, fetch])], "verbosity": 2, "uptodate": [False],
-            "params": [{"name": "svg", "long": "svg", "type": str, "default": "",
-                        "help": "also draw the layers into this SVG file"}]}

@@ -83,12 +83,13 @@ def test_renderer_options_are_normalized_also_for_the_implicit_deployment(tmp_pa
                       "    compose: {network: bridge, publish_address: 0.0.0.0}\n" \
                       "    kubernetes: {network: cluster, namespace: shop, storage: 20Gi}\n"
     deployments = load(tmp_path, text).deployments
-    kubernetes = {"network": "host", "images": "pushed", "storage": "1Gi"}
+    kubernetes = {"network": "host", "images": "pushed", "storage": "1Gi", "age_identity_secret": "dream-age-identity"}
     assert deployments["host"].options == {"compose": {"network": "host", "publish_address": "127.0.0.1"},
                                            "kubernetes": kubernetes, "systemd": {"scope": "system"}, "vm": {}}
     assert deployments["bridged"].options == {
         "compose": {"network": "bridge", "publish_address": "0.0.0.0"},
-        "kubernetes": {"network": "cluster", "namespace": "shop", "images": "pushed", "storage": "20Gi"},
+        "kubernetes": {"network": "cluster", "namespace": "shop", "images": "pushed", "storage": "20Gi",
+                       "age_identity_secret": "dream-age-identity"},
         "systemd": {"scope": "system"}, "vm": {}}
     implicit = load(tmp_path, SERVICES).deployments["demo"]
     assert implicit.options == {"compose": {"network": "host", "publish_address": "127.0.0.1"},

@@ -18,7 +18,7 @@ import pytest
 
 from dream.recipe.load import load_recipe
 from dream.services.per_service import one_service_plan
-from dream.services.plan import plan_json
+from dream.services.plan import build_plan, plan_json
 from dream.supervisor.plan import read_plan
 from dream.supervisor.supervisor import check_readiness
 
@@ -132,13 +132,39 @@ def test_no_readiness_probe_passes(tmp_path: Path) -> None:
     assert (run.returncode, run.stdout) == (0, "a has no readiness probe\n")
 
 
-def test_an_unreadable_plan_or_one_of_two_services_is_a_failure_not_docker_s_reserved_2(tmp_path: Path) -> None:
+def test_an_unreadable_plan_is_a_failure_not_docker_s_reserved_2(tmp_path: Path) -> None:
     run = probe(tmp_path / "missing.json", tmp_path)
     assert run.returncode == 1 and "cannot read plan" in run.stderr, run
     two = tmp_path / "two.json"
     two.write_text('{"version": 1, "name": "d", "services": [{"name": "a", "argv": ["x"]}, {"name": "b", "argv": ["x"]}]}')
     run = probe(two, tmp_path)
-    assert run.returncode == 1 and "a plan of one service (this one has 2)" in run.stderr, run
+    assert (run.returncode, run.stdout) == (0, "a, b have no readiness probe\n"), run
+
+
+def test_a_deployment_plan_passes_only_when_every_probed_service_passes(tmp_path: Path) -> None:
+    """A services layer's Healthcheck probes the whole deployment: every service with a
+    readiness probe, each replica; a oneshot and a service without a probe are not probed."""
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "layers").mkdir()
+    recipe = tmp_path / "recipes" / "demo.yaml"
+
+    def deployment(b_exit: int) -> subprocess.CompletedProcess[str]:
+        recipe.write_text("services:\n"
+                          "  a:\n    command: x\n    readiness: {exec: 'echo a-ok'}\n"
+                          f"  b:\n    command: x\n    replicas: 2\n    readiness: {{exec: 'echo b $PORT; exit {b_exit}'}}\n"
+                          "  c:\n    command: x\n"
+                          "  d:\n    command: x\n    oneshot: true\n")
+        path = tmp_path / "plan.json"
+        path.write_text(plan_json(build_plan(load_recipe(recipe, tmp_path).deployments["demo"], in_image=True)))
+        return probe(path, tmp_path)
+
+    good = deployment(0)
+    assert good.returncode == 0, good
+    assert good.stdout.splitlines() == ["a: /bin/sh -c echo a-ok: exited with code 0: a-ok",
+                                        "b.1: /bin/sh -c echo b $PORT; exit 0: exited with code 0: b 5100",
+                                        "b.2: /bin/sh -c echo b $PORT; exit 0: exited with code 0: b 5101"]
+    bad = deployment(4)
+    assert bad.returncode == 1 and "b.2: /bin/sh -c echo b $PORT; exit 4: exited with code 4: b 5101" in bad.stdout, bad
 
 
 def test_check_readiness_reports_a_missing_env_file_as_a_failed_probe(tmp_path: Path) -> None:
