@@ -26,7 +26,8 @@ from dream.oci.image import config_blobs, rfc3339, source_date_epoch, write_blob
 from dream.oci.layer import build_layer
 from dream.oci.tree import Tree
 from dream.recipe.model import Deployment
-from dream.services.per_service import SERVICE_PLAN_DIR, image_tag, one_service_plan, probe_argv, service_plan_path
+from dream.services.healthcheck import deployment_healthcheck
+from dream.services.per_service import SERVICE_PLAN_DIR, image_tag, one_service_plan, service_plan_path
 from dream.services.plan import plan_json
 from dream.services.supervisor_files import PACKAGE_DIR, PACKAGE_PARENTS, supervisor_sources
 from dream.store import Store
@@ -34,7 +35,6 @@ from dream.store import Store
 LAYER_VERSION = "1"  # part of the small layer's key: bump when its tree changes shape
 LABEL_DEPLOYMENT = "dev.dream.deployment"
 LABEL_SERVICE = "dev.dream.service"
-MIN_HEALTH_NS = 1_000_000  # Docker refuses health intervals under 1 ms, and reads 0 as "30 s"
 
 
 def service_references(deployment: Deployment, store: Store | None = None) -> dict[str, str]:
@@ -137,8 +137,9 @@ def _config(base: dict[str, Any], deployment: Deployment, name: str, layer: Desc
     if spec["ports"]:
         inner["ExposedPorts"] = {f"{port}/tcp": {} for port in spec["ports"]}
     inner.pop("Healthcheck", None)  # a base image's check is not this service's
-    if spec.get("readiness") is not None:
-        inner["Healthcheck"] = _healthcheck(deployment.name, name, spec["readiness"])
+    check = deployment_healthcheck(service_plan_path(deployment.name, name), [spec])
+    if check is not None:
+        inner["Healthcheck"] = check
     config["config"] = inner
     config["rootfs"] = {"type": "layers", "diff_ids": [*base["rootfs"]["diff_ids"], layer.diffID]}
     created = base.get("created") or rfc3339(source_date_epoch())
@@ -147,14 +148,3 @@ def _config(base: dict[str, Any], deployment: Deployment, name: str, layer: Desc
         "comment": "dream's supervisor and the service's one-service plan"}]
     return config
 
-
-def _healthcheck(deployment: str, service: str, readiness: dict[str, Any]) -> dict[str, Any]:
-    """Docker's health check from a readiness probe: the supervisor runs the probe once
-    (`probe_argv`); times in nanoseconds."""
-    def ns(seconds: float, keep_zero: bool = False) -> int:
-        value = round(seconds * 1e9)
-        return value if keep_zero and value == 0 else max(value, MIN_HEALTH_NS)
-
-    return {"Test": ["CMD", *probe_argv(deployment, service)], "Interval": ns(readiness["period"]),
-            "Timeout": ns(readiness["timeout"]), "StartPeriod": ns(readiness["initial_delay"], keep_zero=True),
-            "Retries": readiness["failure_threshold"]}

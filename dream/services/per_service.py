@@ -15,6 +15,7 @@ from typing import Any
 
 from dream.errors import DreamError
 from dream.recipe.model import Deployment
+from dream.services.healthcheck import probe_command
 from dream.services.plan import build_plan
 
 SERVICE_PLAN_DIR = "/etc/dream/services"
@@ -27,7 +28,7 @@ def service_plan_path(deployment: str, service: str) -> str:
 
 def probe_argv(deployment: str, service: str) -> list[str]:
     """The argv that runs the service's readiness probe once (a container healthcheck)."""
-    return ["python3", "-m", "dream_supervisor", "probe", service_plan_path(deployment, service)]
+    return probe_command(service_plan_path(deployment, service))
 
 
 def image_tag(deployment: str, service: str) -> str:

@@ -31,8 +31,6 @@ from .dotenv import read_env_file
 from .loop import Loop, Timer
 from .output import LineSplitter, Printer
 from .plan import Plan, Probe, Service, Volume
-from .secrets import SECRETS_DIR_ENV, SecretError, give, host_directory
-from .secrets import remove as remove_secrets
 from .probes import KEPT_OUTPUT, check_network, exec_once, exec_verdict, network_probe
 from .procs import (
     Identity,
@@ -44,6 +42,8 @@ from .procs import (
     signal_group,
     spawn,
 )
+from .secrets import SECRETS_DIR_ENV, SecretError, give, host_directory
+from .secrets import remove as remove_secrets
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
 FORWARDED_SIGNALS = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
@@ -594,15 +594,9 @@ class Supervisor:
     def run_pre_start(self, inst: Instance) -> None:
         """Spawn the service's ``pre_start`` as the instance's process (so a stop reaches it),
         its output under the instance's name; `pre_start_ended` goes on from its exit."""
-        service = inst.service
-        assert service.pre_start is not None
-        try:
-            who = self.identity(service)
-            proc = spawn(service.pre_start, self.environment(inst, who), self.workdir(service), who)
-        except (OSError, ValueError, SetupError) as exc:  # ValueError: EnvFileError, a NUL
-            detail = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror else str(exc)
-            self.finish(inst, failed=True, outcome=f"could not run its pre_start ({detail})")
-            self.say(f"{inst.name} {inst.outcome}")
+        assert inst.service.pre_start is not None
+        proc = self.spawn_for(inst, inst.service.pre_start, "could not run its pre_start")
+        if proc is None:
             return
         inst.proc, inst.pid = proc, proc.pid
         inst.phase = "pre_start"
@@ -633,15 +627,23 @@ class Supervisor:
         else:
             self.ended(inst, failed=True, words=f"pre_start {words}", reason="pre_start")
 
-    def launch(self, inst: Instance) -> None:
+    def spawn_for(self, inst: Instance, argv: list[str], failure: str) -> subprocess.Popen[bytes] | None:
+        """``argv`` spawned as ``inst``'s process (its user, environment and directory); None
+        when it cannot be, the instance then failed with ``failure`` and the reason."""
         service = inst.service
         try:
             who = self.identity(service)
-            proc = spawn(service.argv, self.environment(inst, who), self.workdir(service), who)
+            return spawn(argv, self.environment(inst, who), self.workdir(service), who)
         except (OSError, ValueError, SetupError) as exc:  # ValueError: EnvFileError, a NUL
             detail = f"{exc.strerror}: {exc.filename}" if isinstance(exc, OSError) and exc.strerror else str(exc)
-            self.finish(inst, failed=True, outcome=f"could not start ({detail})")
+            self.finish(inst, failed=True, outcome=f"{failure} ({detail})")
             self.say(f"{inst.name} {inst.outcome}")
+            return None
+
+    def launch(self, inst: Instance) -> None:
+        service = inst.service
+        proc = self.spawn_for(inst, service.argv, "could not start")
+        if proc is None:
             return
         inst.proc, inst.pid = proc, proc.pid
         self.spawned(proc.pid)
