@@ -32,7 +32,7 @@ class DebianBuilder(LayerBuilder):
 
     def lock(self, layer: LayerSpec, recipe: Recipe, earlier: dict[str, Any],
              previous: dict[str, Any]) -> Any:
-        from dream.debian.apt import Apt, UnknownPackages, VanishedPins
+        from dream.debian.apt import Apt, UnknownPackages
         spec = layer.spec
         apt = Apt(recipe.image["architecture"], suite=spec.get("suite"))
         apt.update()
