@@ -148,6 +148,8 @@ def test_db_app_counts_hits_in_redis_keeps_them_for_the_next_run_and_ctrl_c_ends
             counted = count
             # the app has no retry loop: its first line proves Redis was ready before it started
             run.wait_for(f"redis says PONG; start number {start}", 30)
+            # each pod's log is streamed apart, so redis's own "ready" line may come after the app's
+            run.wait_for("dream | redis is ready", 30)
             assert any(line.startswith("redis | ") and "redis is ready" in line for line in run.lines), run.output
             assert any(line.startswith("app | ") and "redis says PONG" in line for line in run.lines), run.output
             run.wait_for("dream: app is ready", 30)
