@@ -30,7 +30,7 @@ from . import runstate
 from .dotenv import read_env_file
 from .loop import Loop, Timer
 from .output import LineSplitter, Printer
-from .plan import Plan, Probe, Service, Volume
+from .plan import ConfigFile, Plan, Probe, Service, Volume
 from .probes import KEPT_OUTPUT, check_network, exec_once, exec_verdict, network_probe
 from .procs import (
     Identity,
@@ -91,6 +91,19 @@ def port_base(plan: Plan, environ: Mapping[str, str]) -> int:
     if last > 65535:
         raise ValueError(f"PORT={text} in the environment would give a process PORT={last}, above 65535")
     return int(text)
+
+
+def write_files(folder: Path, items: list[ConfigFile], who: Identity | None) -> None:
+    """Write ``items`` (config files, a volume's seed) below ``folder``; the files and the
+    folders made for them belong to ``who`` when the supervisor is root."""
+    for item in items:
+        target = folder / item.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(item.content)
+        os.chmod(target, item.mode)
+        if who is not None and os.getuid() == 0:
+            for part in [target, *target.relative_to(folder).parents]:
+                os.chown(folder / part, who.uid, who.gid)
 
 
 class Instance:
@@ -382,14 +395,7 @@ class Supervisor:
                     folder = self.config_dir(service)
                     if folder.exists():
                         shutil.rmtree(folder)
-                    for item in service.config_files:
-                        target = folder / item.path
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        target.write_text(item.content)
-                        os.chmod(target, item.mode)
-                        if who is not None and os.getuid() == 0:
-                            for part in [target, *target.relative_to(folder).parents]:
-                                os.chown(folder / part, who.uid, who.gid)
+                    write_files(folder, service.config_files, who)
             for inst in self.instances:
                 log = inst.service.log_file or (
                     f"{self.plan.log_dir}/{inst.id}.log" if self.plan.log_dir else None)
@@ -411,14 +417,7 @@ class Supervisor:
         folder = self.path(volume.path)
         if any(folder.iterdir()):
             return
-        for item in volume.seed:
-            target = folder / item.path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(item.content)
-            os.chmod(target, item.mode)
-            if who is not None and os.getuid() == 0:
-                for part in [target, *target.relative_to(folder).parents]:
-                    os.chown(folder / part, who.uid, who.gid)
+        write_files(folder, volume.seed, who)
         self.say(f"{service.name}: seeded volume {volume.path} ({len(volume.seed)} files)")
 
     def wipe(self, service: Service, value: str) -> None:
