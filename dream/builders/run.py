@@ -44,12 +44,15 @@ class RunBuilder(LayerBuilder):
 
     def __init__(self) -> None:
         self._inputs = FilesBuilder()  # the inputs are hashed and laid out as a files layer is
+        # id(run layer spec) → (that spec, its inputs as a files layer): one object per layer, so
+        # FilesBuilder's snapshot taken for the key is the one the step's inputs are staged from
+        self._input_layers: dict[int, tuple[LayerSpec, LayerSpec]] = {}
 
     def key_inputs(self, ctx: BuildContext) -> Any:
         spec = ctx.layer.spec
         return {"command": spec["command"], "user": spec["user"], "workdir": spec["workdir"],
                 "env": self.environment(ctx, home="$HOME"), "outputs": spec["outputs"],
-                "inputs": self._inputs.key_inputs(_inputs_context(ctx)) if spec["inputs"] else [],
+                "inputs": self._inputs.key_inputs(self._inputs_context(ctx)) if spec["inputs"] else [],
                 "lower": [descriptor.digest for _, descriptor in ctx.lower()]}
 
     def environment(self, ctx: BuildContext, home: str) -> dict[str, str]:
@@ -92,7 +95,7 @@ class RunBuilder(LayerBuilder):
                              f"layers.{ctx.layer.name}.run")
         if spec["inputs"]:
             staged = scratch / "inputs"
-            inputs = self._inputs.tree(_inputs_context(ctx))
+            inputs = self._inputs.tree(self._inputs_context(ctx))
             unpack_layer(io.BufferedReader(_Chunks(tar_chunks(inputs.sorted_entries(), source_date_epoch(),
                                                                 inputs.label))), staged)
             lower.append(staged)
@@ -100,6 +103,18 @@ class RunBuilder(LayerBuilder):
         step = sandbox.Step(argv=spec["command"], env=self.environment(ctx, home), uid=uid, gid=gid,
                             groups=groups, cwd=spec["workdir"], timeout=spec["timeout"])
         return sandbox.run(lower, step, scratch / "sandbox")
+
+    def _inputs_context(self, ctx: BuildContext) -> BuildContext:
+        """``ctx`` with the step's inputs as the layer: `FilesBuilder` hashes and lays them out."""
+        layer = ctx.layer
+        kept = self._input_layers.get(id(layer))
+        if kept is None or kept[0] is not layer:
+            inputs = LayerSpec(name=layer.name, kind="files", spec=layer.spec["inputs"], comment="",
+                               location=layer.location,
+                               places={k.removeprefix("inputs"): v for k, v in layer.places.items()
+                                       if k.startswith("inputs")})
+            kept = self._input_layers[id(layer)] = (layer, inputs)
+        return BuildContext(ctx.recipe, kept[1], ctx.read_lock, ctx.store, ctx.lower, ctx.image_env)
 
     def differences(self, ctx: BuildContext, built: Any, scratch: Path) -> tuple[list[str], int]:
         """Run the step again in a fresh sandbox and compare its layer with the stored one
@@ -112,15 +127,6 @@ class RunBuilder(LayerBuilder):
         before = dict(_stored_fingerprints(ctx, built))
         differ = sorted("/" + path for path in now.keys() | before.keys() if now.get(path) != before.get(path))
         return differ, len(now.keys() | before.keys())
-
-
-def _inputs_context(ctx: BuildContext) -> BuildContext:
-    """``ctx`` with the step's inputs as the layer: `FilesBuilder` hashes and lays them out."""
-    layer = ctx.layer
-    inputs = LayerSpec(name=layer.name, kind="files", spec=layer.spec["inputs"], comment="",
-                       location=layer.location,
-                       places={k.removeprefix("inputs"): v for k, v in layer.places.items() if k.startswith("inputs")})
-    return BuildContext(ctx.recipe, inputs, ctx.read_lock, ctx.store, ctx.lower, ctx.image_env)
 
 
 def resolve_user(lower: list[Path], user: str, layer: LayerSpec) -> tuple[int, int, list[int], str]:

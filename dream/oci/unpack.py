@@ -29,7 +29,7 @@ from typing import IO
 from dream.errors import DreamError
 from dream.oci.tree import clean_path
 
-WHITEOUT = ".wh."
+WHITEOUT = ".wh."  # OCI's marks, as dream/vm/layers.py reads them too
 OPAQUE = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
 CHUNK = 1 << 20

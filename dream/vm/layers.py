@@ -26,9 +26,8 @@ from dream.oci.blobs import BlobSource
 from dream.oci.descriptor import Descriptor
 from dream.oci.read import open_layer
 from dream.oci.tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Entry, Tree, clean_path
+from dream.oci.unpack import OPAQUE, WHITEOUT
 
-WHITEOUT = ".wh."
-OPAQUE = ".wh..wh..opq"
 IN_MEMORY = 1 << 20
 MAX_LINKS = 40  # symlinks followed resolving one path, as the kernel's limit
 
