@@ -46,7 +46,10 @@ from dream.oci.mediatypes import LAYER_ZSTD as ZSTD_MEDIA_TYPE
 if TYPE_CHECKING:
     from concurrent.futures import Executor, Future, ThreadPoolExecutor
 
+    from dream.oci.tar import DeflatedFile
+
 MEMBER = 1 << 20  # uncompressed bytes per gzip member: part of the gzip fingerprint
+DEFLATED_FROM = 64 << 10  # wheel members from this size keep their own deflate stream (`cut`)
 
 
 class Compressor(Protocol):
@@ -68,6 +71,7 @@ class Codec:
     media_type: str
     pins: Callable[[], str]
     member: int = 0
+    deflated_from: int = 0  # wheel members this big or bigger keep their deflate stream (`cut`)
 
     @cached_property
     def fingerprint(self) -> str:
@@ -83,7 +87,7 @@ class Codec:
 
 def _gzip_pins() -> str:
     import isal
-    return f"isal-{isal.__version__}-gzip-1-members-{MEMBER}"
+    return f"isal-{isal.__version__}-gzip-1-members-{MEMBER}-deflated-from-{DEFLATED_FROM}"
 
 
 def _zstd_pins() -> str:
@@ -92,7 +96,7 @@ def _zstd_pins() -> str:
 
 
 CODECS = {
-    "gzip": Codec("gzip", GZIP_MEDIA_TYPE, _gzip_pins, MEMBER),
+    "gzip": Codec("gzip", GZIP_MEDIA_TYPE, _gzip_pins, MEMBER, DEFLATED_FROM),
     "zstd": Codec("zstd", ZSTD_MEDIA_TYPE, _zstd_pins),
 }
 
@@ -225,16 +229,27 @@ def disagreements() -> int:
     return _disagreements
 
 
-def cut(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+def cut(chunks: Iterable[bytes | DeflatedFile], size: int) -> Iterator[bytes | DeflatedFile]:
     """``chunks`` re-cut at every ``size`` bytes of the stream: pieces of exactly ``size``,
     the last one shorter, none empty. Where members start must not depend on how the tar
     writer happened to chunk its output.
+
+    A `DeflatedFile` (a wheel member that is already deflated) passes through as it is and
+    becomes a gzip member of its own: the piece before it ends there, shorter, and the next
+    starts after it. Where members start then depends on the files as well, and still
+    only on the layer's contents.
 
     Each byte is copied once (views, then one join): a copy holds the GIL, which the pool's
     threads and the hashing threads need back between their calls."""
     parts: list[memoryview] = []
     held = 0
     for chunk in chunks:
+        if not isinstance(chunk, bytes):
+            if held:
+                yield b"".join(parts)
+                parts, held = [], 0
+            yield chunk
+            continue
         view = memoryview(chunk)
         while len(view) >= size - held:
             parts.append(view[:size - held])
@@ -246,6 +261,14 @@ def cut(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
             held += len(view)
     if held:
         yield b"".join(parts)
+
+
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # deflate, no flags, mtime 0, OS 255: ISA-L's
+
+
+def gzip_trailer(crc: int, size: int) -> bytes:
+    """The 8 bytes that end a gzip member: the content's CRC-32 and its size mod 2^32."""
+    return crc.to_bytes(4, "little") + (size & 0xFFFFFFFF).to_bytes(4, "little")
 
 
 def usable_cores() -> int:

@@ -31,9 +31,10 @@ from functools import partial
 from typing import Callable, Generic, Iterable, TypeVar
 
 from dream.oci.blobs import BlobSink, BlobWriter
-from dream.oci.compress import Codec, agreed_member, cut, gzip_member, shared_pool, usable_cores
+from dream.oci.compress import (GZIP_HEADER, Codec, agreed_member, cut, gzip_member, gzip_trailer, shared_pool,
+                                usable_cores)
 from dream.oci.descriptor import Descriptor
-from dream.oci.tar import tar_chunks
+from dream.oci.tar import DeflatedFile, tar_items
 from dream.oci.tree import Tree
 
 Progress = Callable[[int], None]
@@ -47,7 +48,7 @@ def build_layer(tree: Tree, codec: Codec, mtime: int, sink: BlobSink,
     ``pool`` compresses gzip members (default: the process's shared pool)."""
     entries = tree.sorted_entries()
     with sink.blob_writer() as blob:
-        diff_id = encode(tar_chunks(entries, mtime, tree.label), codec, blob, progress, pool)
+        diff_id = encode(tar_items(entries, mtime, tree.label, codec.deflated_from), codec, blob, progress, pool)
         digest, size = blob.commit()
     return Descriptor(codec.media_type, digest, size, diffID="sha256:" + diff_id)
 
@@ -63,10 +64,11 @@ def depth() -> int:
     return usable_cores() + 2
 
 
-def encode(chunks: Iterable[bytes], codec: Codec, blob: BlobWriter,
+def encode(chunks: Iterable[bytes | DeflatedFile], codec: Codec, blob: BlobWriter,
            progress: Progress | None = None, pool: Executor | None = None) -> str:
     """Compress the stream ``chunks`` into ``blob`` (not committed); the hex sha256 of the
-    uncompressed stream. Any failure stops every stage before it is raised."""
+    uncompressed stream. A `DeflatedFile` (gzip only) is written as a gzip member made of its
+    own deflate stream. Any failure stops every stage before it is raised."""
     diff_id = hashlib.sha256()
     hasher: Ordered[bytes] = Ordered(diff_id.update, "dream-diff-id")
     writer: Ordered[Callable[[], bytes]] = Ordered(lambda pending: blob.write(pending()), "dream-blob")
@@ -75,6 +77,9 @@ def encode(chunks: Iterable[bytes], codec: Codec, blob: BlobWriter,
         if codec.member:
             executor = pool or shared_pool()
             for piece in cut(chunks, codec.member):
+                if isinstance(piece, DeflatedFile):
+                    _put_deflated(piece, hasher, writer, progress)
+                    continue
                 hasher.put(piece)
                 started += (executor.submit(gzip_member, piece), executor.submit(gzip_member, piece))
                 writer.put(partial(agreed_member, piece, started[-2], started[-1]))
@@ -85,6 +90,7 @@ def encode(chunks: Iterable[bytes], codec: Codec, blob: BlobWriter,
         else:
             compressor = codec.compressor()  # zstd: ordered calls, in the writer's thread
             for chunk in chunks:
+                assert isinstance(chunk, bytes), "deflate streams are kept for gzip only"
                 hasher.put(chunk)
                 writer.put(partial(compressor.compress, chunk))
                 if progress:
@@ -99,6 +105,26 @@ def encode(chunks: Iterable[bytes], codec: Codec, blob: BlobWriter,
         writer.abort()
         raise
     return diff_id.hexdigest()
+
+
+def _put_deflated(file: DeflatedFile, hasher: Ordered[bytes], writer: Ordered[Callable[[], bytes]],
+                  progress: Progress | None) -> None:
+    """``file`` as one gzip member: the fixed header, its deflate stream as the wheel holds
+    it, the trailer; its content goes to the diff_id. No compression: the stream is part of
+    the pinned wheel, so the bytes are the same on every build."""
+    writer.put(partial(_given, GZIP_HEADER))
+    for deflate, plain in file.pieces():
+        if deflate:
+            writer.put(partial(_given, deflate))
+        if plain:
+            hasher.put(plain)
+            if progress:
+                progress(len(plain))
+    writer.put(partial(_given, gzip_trailer(file.crc, file.size)))
+
+
+def _given(data: bytes) -> bytes:
+    return data
 
 
 class Ordered(Generic[Item]):

@@ -13,11 +13,12 @@ import hashlib
 import lzma
 import tarfile
 import zipfile
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
 
 from dream.errors import DreamError
-from dream.oci.zipmember import OpenArchive, Reader
+from dream.oci.zipmember import OpenArchive, RawDeflate, Reader
 from dream.oci.tree import BLOCK, CHAR, DIR, FIFO, FILE, HARDLINK, SYMLINK, Entry
 
 CHUNK = 1 << 20
@@ -91,6 +92,15 @@ def tar_chunks(entries: list[Entry], mtime: int, label: str = "") -> Iterator[by
     entry carries the ``sha256`` its layer's key was computed from) whose streamed bytes hash
     to something else, stops the layer with `SourceChanged`: the key must describe the bytes.
     """
+    for item in tar_items(entries, mtime, label):
+        assert isinstance(item, bytes)
+        yield item
+
+
+def tar_items(entries: list[Entry], mtime: int, label: str = "", deflated_from: int = 0
+              ) -> Iterator[bytes | DeflatedFile]:
+    """`tar_chunks`, except that a wheel member of at least ``deflated_from`` bytes (0: none)
+    stored deflated comes as a `DeflatedFile`, its deflate stream beside its content."""
     with contextlib.ExitStack() as archives:
         opened: dict[Path, OpenArchive] = {}
         for entry in entries:
@@ -100,12 +110,51 @@ def tar_chunks(entries: list[Entry], mtime: int, label: str = "") -> Iterator[by
             if entry.data is not None:
                 yield entry.data
             elif entry.member:
-                yield from _member_chunks(entry, label, _archive(entry, opened, archives, label))
+                archive = _archive(entry, opened, archives, label)
+                deflated = _deflated(entry, label, archive) if deflated_from and entry.size >= deflated_from else None
+                if deflated is not None:
+                    yield deflated
+                else:
+                    yield from _member_chunks(entry, label, archive)
             else:
                 yield from _file_chunks(entry, label)
             if entry.size % BLOCK_SIZE:
                 yield b"\0" * (BLOCK_SIZE - entry.size % BLOCK_SIZE)
     yield b"\0" * (2 * BLOCK_SIZE)
+
+
+class DeflatedFile:
+    """A file's content together with the deflate stream its wheel holds it as: a gzip layer
+    writes that stream as one member of its own (`dream.oci.layer`) instead of compressing
+    the content again. `pieces` as `RawDeflate.pieces`, the content checked as
+    `_member_chunks` checks it; after them, `crc` and `size` are the gzip trailer's."""
+
+    def __init__(self, raw: RawDeflate, entry: Entry, label: str) -> None:
+        self.raw, self.entry, self.label = raw, entry, label
+        self.size = entry.size
+
+    @property
+    def crc(self) -> int:
+        return self.raw.crc
+
+    def pieces(self) -> Iterator[tuple[bytes, bytes]]:
+        entry = self.entry
+        digest = hashlib.sha256() if entry.sha256 else None
+        seen = 0
+        try:
+            for deflate, plain in self.raw.pieces():
+                seen += len(plain)
+                if seen > entry.size:
+                    break
+                if digest is not None:
+                    digest.update(plain)
+                yield deflate, plain
+        except zipfile.BadZipFile as exc:
+            raise DreamError(f"{_layer(self.label)}cannot read {entry.member} of {entry.source}: {exc}") from None
+        if seen != entry.size:
+            raise _not_record(entry, self.label, f" (changed size: {entry.size} → {seen} bytes or more)")
+        if digest is not None and digest.hexdigest() != entry.sha256:
+            raise _not_record(entry, self.label, "")
 
 
 class SourceChanged(DreamError, OSError):
@@ -150,15 +199,26 @@ def _archive(entry: Entry, opened: dict[Path, OpenArchive], archives: contextlib
     return opened[entry.source]
 
 
+def _not_record(entry: Entry, label: str, detail: str) -> SourceChanged:
+    return SourceChanged(f"{_layer(label)}{entry.source}: {entry.member} is not what the "
+                         f"wheel's RECORD says{detail}; the wheel is damaged")
+
+
+def _deflated(entry: Entry, label: str, archive: OpenArchive) -> DeflatedFile | None:
+    """``entry``'s member as a `DeflatedFile`, or None when the wheel does not hold it deflated."""
+    try:
+        raw = archive.deflated(entry.member)
+    except (OSError, KeyError, zipfile.BadZipFile) as exc:
+        raise DreamError(f"{_layer(label)}cannot read {entry.member} of {entry.source}: {exc}") from None
+    return DeflatedFile(raw, entry, label) if raw is not None else None
+
+
 def _member_chunks(entry: Entry, label: str, archive: OpenArchive) -> Iterator[bytes]:
     """A zip member's bytes, which must be the size and sha256 the entry records (its wheel's
     RECORD): a wheel whose RECORD does not describe its files stops the layer."""
-    def changed(detail: str = "") -> SourceChanged:
-        return SourceChanged(f"{_layer(label)}{entry.source}: {entry.member} is not what the "
-                             f"wheel's RECORD says{detail}; the wheel is damaged")
     try:
         with archive.open(entry.member) as handle:
-            yield from _exactly(handle, entry, changed)
+            yield from _exactly(handle, entry, partial(_not_record, entry, label))
     except SourceChanged:
         raise
     except (OSError, KeyError, EOFError, zipfile.BadZipFile, lzma.LZMAError, RuntimeError,

@@ -7,13 +7,17 @@ GIL. The local header is read to find where the member's data starts; stored and
 members (all a wheel holds in practice) are read here, any other method through `zipfile`.
 `zipfile`'s CRC check is not repeated: the tar checks every member against the sha256 its
 wheel's RECORD gives (`dream.oci.tar`), which is stronger.
+
+A deflated member can also be read as its raw deflate stream beside the bytes it inflates to
+(`OpenArchive.deflated`): a gzip layer then takes that stream as one gzip member as it is,
+instead of compressing the same bytes again (`dream.oci.compress`).
 """
 
 from __future__ import annotations
 
 import struct
 import zipfile
-from typing import Any, BinaryIO, Protocol, cast
+from typing import Any, BinaryIO, Iterator, Protocol, cast
 
 from isal import isal_zlib
 
@@ -52,6 +56,18 @@ class OpenArchive:
             raise zipfile.BadZipFile(f"no local header for {member}")
         self.raw.seek(name_length + extra_length, 1)
         return _Member(self.raw, info.compress_size, info.compress_type == zipfile.ZIP_DEFLATED)
+
+    def deflated(self, member: str) -> RawDeflate | None:
+        """``member``'s raw deflate stream, or None when it is not a plain deflated member."""
+        info = self.zip.getinfo(member)
+        if info.compress_type != zipfile.ZIP_DEFLATED or info.flag_bits & 0x1:
+            return None
+        self.raw.seek(info.header_offset)
+        signature, name_length, extra_length = LOCAL_HEADER.unpack(self.raw.read(LOCAL_HEADER.size))
+        if signature != b"PK\x03\x04":
+            raise zipfile.BadZipFile(f"no local header for {member}")
+        self.raw.seek(name_length + extra_length, 1)
+        return RawDeflate(self.raw, info.compress_size, info.CRC)
 
 
 class _Member:
@@ -95,3 +111,44 @@ class _Member:
             self.flushed = True
             return bytes(inflate.flush())
         return None
+
+
+class RawDeflate:
+    """One member's deflate stream, read as ``(deflate bytes, inflated bytes)`` pairs
+    (`pieces`): in order, the first parts make the stream, the second its content, each
+    part at most `READ` bytes of content and either part possibly empty.
+
+    Read bytes are handed out only once the next ones are read, so that the last can be cut
+    where the stream ends: bytes after the deflate stream's last block (which zip readers
+    ignore) never reach a gzip member. The zip's CRC-32 is checked at the end, so a damaged
+    archive fails here even where the member's sha256 is not known; `crc` is then the
+    content's CRC-32, which a gzip member's trailer holds."""
+
+    def __init__(self, raw: BinaryIO, compressed: int, crc: int) -> None:
+        self.raw, self.left, self.crc = raw, compressed, crc
+
+    def pieces(self) -> Iterator[tuple[bytes, bytes]]:
+        inflate = isal_zlib.decompressobj(-15)
+        crc, pending = 0, b""
+        try:
+            while not inflate.eof:
+                data = inflate.unconsumed_tail
+                if not data:
+                    data = self.raw.read(min(READ, self.left))
+                    if not data:
+                        raise zipfile.BadZipFile("truncated member data")
+                    self.left -= len(data)
+                    if pending:
+                        yield pending, b""
+                    pending = data
+                plain = bytes(inflate.decompress(data, READ))
+                crc = isal_zlib.crc32(plain, crc)
+                if plain:
+                    yield b"", plain
+            rest = bytes(inflate.flush())
+        except INFLATE_ERROR as exc:
+            raise zipfile.BadZipFile(f"damaged deflate data: {exc}") from None
+        crc = isal_zlib.crc32(rest, crc)
+        yield pending[:len(pending) - len(inflate.unused_data)], rest
+        if crc != self.crc:
+            raise zipfile.BadZipFile("CRC-32 differs from the archive's")

@@ -38,7 +38,8 @@ def test_a_no_op_imports_no_compressor_tar_writer_or_apt() -> None:
 def test_codec_fingerprints_are_the_libraries_versions() -> None:
     import isal
     import zstandard
-    assert compress.CODECS["gzip"].fingerprint == f"isal-{isal.__version__}-gzip-1-members-{compress.MEMBER}"
+    assert compress.CODECS["gzip"].fingerprint == (
+        f"isal-{isal.__version__}-gzip-1-members-{compress.MEMBER}-deflated-from-{compress.DEFLATED_FROM}")
     assert compress.CODECS["zstd"].fingerprint == (
         f"zstandard-{zstandard.__version__}-libzstd-{'.'.join(map(str, zstandard.ZSTD_VERSION))}-3-mt")
 
