@@ -10,6 +10,16 @@ Go's compress/gzip (Docker, containerd, skopeo, umoci), Python's gzip and isal's
 them as one stream. The bytes depend only on the tar and `MEMBER`, never on the thread count or
 timing.
 
+A wheel's file of `DEFLATED_FROM` bytes or more that the wheel holds deflated is not
+compressed at all: its deflate stream, as the zip holds it, becomes one gzip member between
+ISA-L's fixed header and a trailer of the content's CRC-32 and size (`cut`,
+`dream.oci.layer`). Most of a GPU image's bytes are such files (CUDA's, torch's shared
+libraries), so most of its compression is the wheels' own, done once by whoever built them:
+those bytes are pinned by the wheel's sha256, the same on every machine, and smaller than
+ISA-L level 1 makes them (zlib level 6, mostly). The content is still inflated, for the
+diff_id and the RECORD check. 64 KiB: each such file ends the member before it early (a
+shorter member, 18 bytes and a restarted window), which is noise from there up.
+
 1 MiB was measured (bench/compress_bench.py, the cuBLAS tar of 856 MB): the blob is 0.018 %
 larger than one ISA-L stream (each member restarts the 32 KiB window and adds 18 bytes of
 header and trailer); 256 KiB costs 0.1 %, 2–8 MiB save nothing worth their memory and give

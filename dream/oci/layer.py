@@ -8,7 +8,9 @@ and cuts it into members; each is compressed twice in the shared pool
 (`dream.oci.compress.shared_pool`) and the blob gets the bytes both agree on
 (`dream.oci.compress.agreed_member`); the diff_id sha256 and the blob write (its sha256 and the
 file write) each run in an ordered thread of their own, since both must see the bytes in
-order. zstd has no members: its compressor, threaded inside, is called in order in the blob
+order. A wheel's file that keeps its own deflate stream (`dream.oci.compress.DEFLATED_FROM`)
+is inflated in the calling thread for the diff_id while its stream goes to the writer as it
+is. zstd has no members: its compressor, threaded inside, is called in order in the blob
 writer's thread. At most `depth` pieces wait at each stage, so memory stays bounded (at most
 about 3 × depth MiB per layer: pieces waiting at both stages, and their compressed bytes).
 The bytes do not depend on the thread count or timing: members are cut at fixed offsets of the

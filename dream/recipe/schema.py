@@ -410,9 +410,10 @@ IMAGE = {
                          "after. `DREAM_LAYER_CACHE` overrides it (`DREAM_LAYER_CACHE=off` turns it off).")},
         "compression": {"type": "string", "allowed": ["gzip", "zstd"], "default": "gzip",
                         **doc("Layer compression: gzip (ISA-L, level 1, written as independent "
-                               "1 MiB members: still one valid gzip "
-                               "file) reads everywhere; zstd (level 3) is smaller and needs "
-                               "Docker ≥ 23.", "gzip")},
+                               "1 MiB members; a wheel's files of 64 KiB or more keep the "
+                               "deflate stream the wheel holds them in, one member each: still "
+                               "one valid gzip file) reads everywhere; zstd (level 3) is smaller "
+                               "and needs Docker ≥ 23.", "gzip")},
     },
 }
 
