@@ -23,6 +23,7 @@ from isal import isal_zlib
 
 LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, …, file name length, extra field length
 READ = 1 << 20
+INFLATED = 16 << 20
 INFLATE_ERROR = cast(type[Exception], isal_zlib.error)  # its stub calls it an instance
 
 
@@ -115,8 +116,9 @@ class _Member:
 
 class RawDeflate:
     """One member's deflate stream, read as ``(deflate bytes, inflated bytes)`` pairs
-    (`pieces`): in order, the first parts make the stream, the second its content, each
-    part at most `READ` bytes of content and either part possibly empty.
+    (`pieces`): in order, the first parts make the stream, the second its content, at most
+    `INFLATED` bytes of content a piece (a bound on memory that common ratios never reach:
+    each piece of input past it is copied again), and either part possibly empty.
 
     Read bytes are handed out only once the next ones are read, so that the last can be cut
     where the stream ends: bytes after the deflate stream's last block (which zip readers
@@ -141,7 +143,7 @@ class RawDeflate:
                     if pending:
                         yield pending, b""
                     pending = data
-                plain = bytes(inflate.decompress(data, READ))
+                plain = bytes(inflate.decompress(data, INFLATED))
                 crc = isal_zlib.crc32(plain, crc)
                 if plain:
                     yield b"", plain

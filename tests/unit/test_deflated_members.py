@@ -1,7 +1,7 @@
 """Wheel members kept deflated (issue 14): a gzip layer takes a big wheel member's deflate
 stream from the zip as one gzip member of its own, instead of compressing its content again.
-Every reader still sees exactly the tar; the stream's bytes are the wheel's; damage, a RECORD
-that lies, or bytes after the stream never reach a blob."""
+Every reader still sees exactly the tar; the stream's bytes are the wheel's; damage, a wrong
+size, or bytes after the stream never reach a blob."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import random
 import subprocess
 import zipfile
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from dream.oci.compress import CODECS, DEFLATED_FROM, GZIP_HEADER
 from dream.oci.layer import build_layer
 from dream.oci.tar import DeflatedFile, SourceChanged, tar_chunks, tar_items
 from dream.oci.tree import FILE, Entry, Tree
-from dream.oci.zipmember import RawDeflate
+from dream.oci.zipmember import INFLATED, RawDeflate
 from dream.store import Store
 
 GZIP = CODECS["gzip"]
@@ -111,13 +112,18 @@ def test_the_layer_is_the_same_bytes_every_time(tmp_path: Path, sample: tuple[Pa
     assert first == second
 
 
-def test_a_record_that_lies_about_a_kept_member_leaves_no_blob(
+def test_a_kept_member_is_checked_by_its_crc_and_size_a_compressed_one_by_its_record(
         tmp_path: Path, sample: tuple[Path, dict[str, bytes]]) -> None:
     path, members = sample
     store = Store(tmp_path / "store").init()
-    with pytest.raises(SourceChanged, match="pkg/big.so is not what the wheel's RECORD says"):
-        build_layer(tree_of(path, members, lie_about="pkg/big.so"), GZIP, 0, store)
+    with pytest.raises(SourceChanged, match="pkg/small.py is not what the wheel's RECORD says"):
+        build_layer(tree_of(path, members, lie_about="pkg/small.py"), GZIP, 0, store)
     assert not list((store.root / "blobs" / "sha256").glob("*"))
+    build_layer(tree_of(path, members, lie_about="pkg/big.so"), GZIP, 0, store)  # its CRC is right
+    tree = tree_of(path, members)
+    tree.entries["pkg/big.so"] = replace(tree.entries["pkg/big.so"], size=BIG - 1)
+    with pytest.raises(SourceChanged, match=r"pkg/big.so is not what .* \(changed size"):
+        build_layer(tree, GZIP, 0, Store(tmp_path / "other").init())
 
 
 def test_a_damaged_deflate_stream_is_one_clear_error(tmp_path: Path, sample: tuple[Path, dict[str, bytes]]) -> None:
@@ -141,7 +147,15 @@ def test_bytes_after_the_deflate_stream_are_not_kept() -> None:
     pieces = list(raw.pieces())
     assert b"".join(d for d, _ in pieces) == stream
     assert b"".join(p for _, p in pieces) == data
-    assert max(len(p) for _, p in pieces) <= 1 << 20
+
+
+def test_a_stream_that_inflates_a_thousandfold_comes_in_bounded_pieces() -> None:
+    data = bytes(40 << 20)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    stream = compressor.compress(data) + compressor.flush()
+    pieces = list(RawDeflate(io.BytesIO(stream), len(stream), zlib.crc32(data)).pieces())
+    assert b"".join(p for _, p in pieces) == data and b"".join(d for d, _ in pieces) == stream
+    assert max(len(p) for _, p in pieces) <= INFLATED
 
 
 def test_a_truncated_stream_and_a_wrong_crc_are_refused() -> None:
