@@ -53,6 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Sequence
 
+from gpu_bench import inflate_seconds  # noqa: E402  (bench/ is the script's folder)
+
 REPO = Path(__file__).resolve().parent.parent
 IMAGE = "torch-app"
 BASE = "torch-base"
@@ -342,21 +344,6 @@ def layer_bytes(store_root: Path, layer: Layer) -> bytes:
     from dream.store import Descriptor, Store
     with open_layer(Store(store_root), Descriptor(layer.media_type, layer.digest, layer.size)) as stream:
         return stream.read()
-
-
-def inflate_seconds(blob: Path, repeat: int = 3) -> float:
-    """Best-of-``repeat`` seconds to inflate the layer's own gzip blob on one core (isal, 1 MiB
-    reads). A wheel's big files are kept in the blob as the wheel's deflate streams, so for a
-    wheel layer this, not compressing, is the floor: the diff_id needs every byte inflated."""
-    from isal import igzip
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        with igzip.open(blob, "rb") as stream:
-            while stream.read(1 << 20):
-                pass
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def limits(data: bytes, repeat: int = 3) -> dict[str, float]:

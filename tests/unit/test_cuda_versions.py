@@ -23,12 +23,12 @@ REQUIRES_12_8_1 = [
     f"nvidia-cuda-nvrtc-cu12==12.8.93.*; {LINUX} and extra == 'all'",
     f"nvidia-cuda-runtime-cu12==12.8.90.*; {LINUX} and extra == 'all'",
     f"nvidia-nvjitlink-cu12==12.8.93.*; {LINUX} and extra == 'all'",
-    f"nvidia-cufile-cu12==1.13.1.3.*; (sys_platform == 'linux') and extra == 'all'",
+    "nvidia-cufile-cu12==1.13.1.3.*; (sys_platform == 'linux') and extra == 'all'",
     f"nvidia-cublas-cu12==12.8.4.1.*; {LINUX} and extra == 'cublas'",
     f"nvidia-cuda-runtime-cu12==12.8.90.*; {LINUX} and extra == 'cudart'",
     f"nvidia-cuda-nvrtc-cu12==12.8.93.*; {LINUX} and extra == 'nvrtc'",
     f"nvidia-nvjitlink-cu12==12.8.93.*; {LINUX} and extra == 'nvjitlink'",
-    f"nvidia-cufile-cu12==1.13.1.3.*; (sys_platform == 'linux') and extra == 'cufile'",
+    "nvidia-cufile-cu12==1.13.1.3.*; (sys_platform == 'linux') and extra == 'cufile'",
 ]
 # 12.8.2.0's cufft extra also names nvJitLink, by a range
 X86 = "(sys_platform == 'linux' and platform_machine == 'x86_64')"
