@@ -17,7 +17,7 @@ ISA-L's fixed header and a trailer of the content's CRC-32 and size (`cut`,
 libraries), so most of its compression is the wheels' own, done once by whoever built them:
 those bytes are pinned by the wheel's sha256, the same on every machine, and smaller than
 ISA-L level 1 makes them (zlib level 6, mostly). The content is still inflated, for the
-diff_id and the RECORD check. 64 KiB: each such file ends the member before it early (a
+diff_id and the zip's CRC-32. 64 KiB: each such file ends the member before it early (a
 shorter member, 18 bytes and a restarted window), which is noise from there up.
 
 1 MiB was measured (bench/compress_bench.py, the cuBLAS tar of 856 MB): the blob is 0.018 %

@@ -5,12 +5,13 @@ with zlib, as `zipfile` does, was the biggest single cost of the cuBLAS layer (8
 581 MB wheel). ISA-L inflates the same deflate streams 2–3× faster and, like zlib, outside the
 GIL. The local header is read to find where the member's data starts; stored and deflated
 members (all a wheel holds in practice) are read here, any other method through `zipfile`.
-`zipfile`'s CRC check is not repeated: the tar checks every member against the sha256 its
-wheel's RECORD gives (`dream.oci.tar`), which is stronger.
+`zipfile`'s CRC check is not repeated for these: the tar checks every member it reads this
+way against the sha256 its wheel's RECORD gives (`dream.oci.tar`), which is stronger.
 
 A deflated member can also be read as its raw deflate stream beside the bytes it inflates to
 (`OpenArchive.deflated`): a gzip layer then takes that stream as one gzip member as it is,
-instead of compressing the same bytes again (`dream.oci.compress`).
+instead of compressing the same bytes again (`dream.oci.compress`), and the zip's CRC-32 is
+what checks it.
 """
 
 from __future__ import annotations
@@ -67,8 +68,7 @@ class OpenArchive:
         signature, name_length, extra_length = LOCAL_HEADER.unpack(self.raw.read(LOCAL_HEADER.size))
         if signature != b"PK\x03\x04":
             raise zipfile.BadZipFile(f"no local header for {member}")
-        self.raw.seek(name_length + extra_length, 1)
-        return RawDeflate(self.raw, info.compress_size, info.CRC)
+        return RawDeflate(self.raw, self.raw.tell() + name_length + extra_length, info.compress_size, info.CRC)
 
 
 class _Member:
@@ -126,20 +126,23 @@ class RawDeflate:
     archive fails here even where the member's sha256 is not known; `crc` is then the
     content's CRC-32, which a gzip member's trailer holds."""
 
-    def __init__(self, raw: BinaryIO, compressed: int, crc: int) -> None:
-        self.raw, self.left, self.crc = raw, compressed, crc
+    def __init__(self, raw: BinaryIO, start: int, compressed: int, crc: int) -> None:
+        self.raw, self.start, self.compressed, self.crc = raw, start, compressed, crc
 
     def pieces(self) -> Iterator[tuple[bytes, bytes]]:
+        """The pairs, read from the stream's start (the archive's handle is shared: other
+        members may have been read since this one was found)."""
         inflate = isal_zlib.decompressobj(-15)
-        crc, pending = 0, b""
+        crc, pending, left = 0, b"", self.compressed
+        self.raw.seek(self.start)
         try:
             while not inflate.eof:
                 data = inflate.unconsumed_tail
                 if not data:
-                    data = self.raw.read(min(READ, self.left))
+                    data = self.raw.read(min(READ, left))
                     if not data:
                         raise zipfile.BadZipFile("truncated member data")
-                    self.left -= len(data)
+                    left -= len(data)
                     if pending:
                         yield pending, b""
                     pending = data

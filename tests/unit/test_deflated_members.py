@@ -23,7 +23,7 @@ from dream.oci.compress import CODECS, DEFLATED_FROM, GZIP_HEADER
 from dream.oci.layer import build_layer
 from dream.oci.tar import DeflatedFile, SourceChanged, tar_chunks, tar_items
 from dream.oci.tree import FILE, Entry, Tree
-from dream.oci.zipmember import INFLATED, RawDeflate
+from dream.oci.zipmember import INFLATED, OpenArchive, RawDeflate
 from dream.store import Store
 
 GZIP = CODECS["gzip"]
@@ -143,7 +143,7 @@ def test_bytes_after_the_deflate_stream_are_not_kept() -> None:
     data = content(300_000, 4)
     compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
     stream = compressor.compress(data) + compressor.flush()
-    raw = RawDeflate(io.BytesIO(stream + b"trailing junk"), len(stream) + 13, zlib.crc32(data))
+    raw = RawDeflate(io.BytesIO(stream + b"trailing junk"), 0, len(stream) + 13, zlib.crc32(data))
     pieces = list(raw.pieces())
     assert b"".join(d for d, _ in pieces) == stream
     assert b"".join(p for _, p in pieces) == data
@@ -153,7 +153,7 @@ def test_a_stream_that_inflates_a_thousandfold_comes_in_bounded_pieces() -> None
     data = bytes(40 << 20)
     compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
     stream = compressor.compress(data) + compressor.flush()
-    pieces = list(RawDeflate(io.BytesIO(stream), len(stream), zlib.crc32(data)).pieces())
+    pieces = list(RawDeflate(io.BytesIO(stream), 0, len(stream), zlib.crc32(data)).pieces())
     assert b"".join(p for _, p in pieces) == data and b"".join(d for d, _ in pieces) == stream
     assert max(len(p) for _, p in pieces) <= INFLATED
 
@@ -163,11 +163,26 @@ def test_a_truncated_stream_and_a_wrong_crc_are_refused() -> None:
     compressor = zlib.compressobj(6, zlib.DEFLATED, -15)
     stream = compressor.compress(data) + compressor.flush()
     with pytest.raises(zipfile.BadZipFile, match="truncated"):
-        list(RawDeflate(io.BytesIO(stream[:-100]), len(stream) - 100, zlib.crc32(data)).pieces())
+        list(RawDeflate(io.BytesIO(stream[:-100]), 0, len(stream) - 100, zlib.crc32(data)).pieces())
     with pytest.raises(zipfile.BadZipFile, match="CRC-32"):
-        list(RawDeflate(io.BytesIO(stream), len(stream), zlib.crc32(data) ^ 1).pieces())
+        list(RawDeflate(io.BytesIO(stream), 0, len(stream), zlib.crc32(data) ^ 1).pieces())
 
 
 def test_the_fingerprint_names_the_threshold() -> None:
     assert GZIP.fingerprint.endswith(f"-deflated-from-{DEFLATED_FROM}")
     assert CODECS["zstd"].deflated_from == 0  # zstd compresses everything itself
+
+
+def test_a_stream_reads_from_its_own_start_whatever_the_shared_handle_read_since(
+        sample: tuple[Path, dict[str, bytes]]) -> None:
+    path, members = sample
+    archive = OpenArchive(str(path))
+    try:
+        raw = archive.deflated("pkg/big.so")
+        assert raw is not None
+        with archive.open("pkg/stored.bin") as other:  # moves the handle they share
+            assert other.read(BIG) == members["pkg/stored.bin"]
+        assert b"".join(plain for _, plain in raw.pieces()) == members["pkg/big.so"]
+        assert archive.deflated("pkg/stored.bin") is None
+    finally:
+        archive.close()
