@@ -151,7 +151,7 @@ class DeflatedFile:
                     break
                 yield deflate, plain
         except zipfile.BadZipFile as exc:
-            raise DreamError(f"{_layer(self.label)}cannot read {entry.member} of {entry.source}: {exc}") from None
+            raise _unreadable(entry, self.label, exc) from None
         if seen != entry.size:
             raise _not_record(entry, self.label, f" (changed size: {entry.size} → {seen} bytes or more)")
 
@@ -198,6 +198,10 @@ def _archive(entry: Entry, opened: dict[Path, OpenArchive], archives: contextlib
     return opened[entry.source]
 
 
+def _unreadable(entry: Entry, label: str, exc: Exception) -> DreamError:
+    return DreamError(f"{_layer(label)}cannot read {entry.member} of {entry.source}: {exc}")
+
+
 def _not_record(entry: Entry, label: str, detail: str) -> SourceChanged:
     return SourceChanged(f"{_layer(label)}{entry.source}: {entry.member} is not what the "
                          f"wheel's RECORD says{detail}; the wheel is damaged")
@@ -208,7 +212,7 @@ def _deflated(entry: Entry, label: str, archive: OpenArchive) -> DeflatedFile | 
     try:
         raw = archive.deflated(entry.member)
     except (OSError, KeyError, zipfile.BadZipFile) as exc:
-        raise DreamError(f"{_layer(label)}cannot read {entry.member} of {entry.source}: {exc}") from None
+        raise _unreadable(entry, label, exc) from None
     return DeflatedFile(raw, entry, label) if raw is not None else None
 
 
@@ -222,7 +226,7 @@ def _member_chunks(entry: Entry, label: str, archive: OpenArchive) -> Iterator[b
         raise
     except (OSError, KeyError, EOFError, zipfile.BadZipFile, lzma.LZMAError, RuntimeError,
             NotImplementedError) as exc:  # zipfile's own errors for bzip2, lzma, encrypted members
-        raise DreamError(f"{_layer(label)}cannot read {entry.member} of {entry.source}: {exc}") from None
+        raise _unreadable(entry, label, exc) from None
 
 
 def _exactly(handle: Reader, entry: Entry, changed: Callable[[str], SourceChanged]) -> Iterator[bytes]:

@@ -52,11 +52,7 @@ class OpenArchive:
         info = self.zip.getinfo(member)
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) or info.flag_bits & 0x1:
             return self.zip.open(info)
-        self.raw.seek(info.header_offset)
-        signature, name_length, extra_length = LOCAL_HEADER.unpack(self.raw.read(LOCAL_HEADER.size))
-        if signature != b"PK\x03\x04":
-            raise zipfile.BadZipFile(f"no local header for {member}")
-        self.raw.seek(name_length + extra_length, 1)
+        self.raw.seek(self._data_start(info))
         return _Member(self.raw, info.compress_size, info.compress_type == zipfile.ZIP_DEFLATED)
 
     def deflated(self, member: str) -> RawDeflate | None:
@@ -64,11 +60,16 @@ class OpenArchive:
         info = self.zip.getinfo(member)
         if info.compress_type != zipfile.ZIP_DEFLATED or info.flag_bits & 0x1:
             return None
+        return RawDeflate(self.raw, self._data_start(info), info.compress_size, info.CRC)
+
+    def _data_start(self, info: zipfile.ZipInfo) -> int:
+        """Where the member's data begins: after its local header, whose name and extra field
+        may differ in length from the central directory's."""
         self.raw.seek(info.header_offset)
         signature, name_length, extra_length = LOCAL_HEADER.unpack(self.raw.read(LOCAL_HEADER.size))
         if signature != b"PK\x03\x04":
-            raise zipfile.BadZipFile(f"no local header for {member}")
-        return RawDeflate(self.raw, self.raw.tell() + name_length + extra_length, info.compress_size, info.CRC)
+            raise zipfile.BadZipFile(f"no local header for {info.filename}")
+        return info.header_offset + LOCAL_HEADER.size + name_length + extra_length
 
 
 class _Member:
