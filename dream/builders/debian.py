@@ -69,9 +69,17 @@ class DebianBuilder(LayerBuilder):
                      downloads=lambda: _downloads(ctx))]
 
     def key_inputs(self, ctx: BuildContext) -> Any:
+        """The packages and what shapes their tree; with bytecode, the interpreter compiling
+        it for each Python the packages hold (only then: a layer without Python, or with
+        ``bytecode: false``, keeps the key it had before layers carried bytecode)."""
         packages = ctx.lock["packages"]
-        return {"exclude": ctx.layer.spec["exclude"], "architecture": ctx.lock["architecture"],
-                "packages": [[p["name"], p["version"], p["sha256"]] for p in packages]}
+        inputs = {"exclude": ctx.layer.spec["exclude"], "architecture": ctx.lock["architecture"],
+                  "packages": [[p["name"], p["version"], p["sha256"]] for p in packages]}
+        versions = _bytecode_versions(ctx)
+        if versions:
+            from dream.python.bytecode import compiler_key
+            inputs["bytecode"] = {version: compiler_key(version) for version in versions}
+        return inputs
 
     def tree(self, ctx: BuildContext, scratch: Path) -> Tree:
         from dream.debian.apt import Package
@@ -82,7 +90,33 @@ class DebianBuilder(LayerBuilder):
         tree = unpacked.tree
         for pattern in ctx.layer.spec["exclude"]:
             tree.remove_matching(pattern)
+        versions = _bytecode_versions(ctx)
+        if versions:
+            _add_bytecode(tree, versions, scratch, f"{ctx.recipe.name}/{ctx.layer.name}")
+            for pattern in ctx.layer.spec["exclude"]:  # `*/__pycache__` and the like
+                tree.remove_matching(pattern)
         return tree
+
+
+_STDLIB = re.compile(r"^libpython(3\.\d+)-minimal$")  # Debian's package of /usr/lib/python3.X's core
+
+
+def _bytecode_versions(ctx: BuildContext) -> list[str]:
+    """The Python versions whose standard library the layer's packages install (none with
+    ``bytecode: false``)."""
+    if not ctx.layer.spec.get("bytecode", True):
+        return []
+    return sorted({m.group(1) for p in ctx.lock["packages"] if (m := _STDLIB.match(p["name"]))})
+
+
+def _add_bytecode(tree: Tree, versions: list[str], scratch: Path, label: str) -> None:
+    """What Debian's postinst scripts compile (py3compile, and each interpreter's standard
+    library), compiled here as the python layers' modules are (`dream.python.bytecode`)."""
+    from dream.python.bytecode import add_bytecode, tree_modules
+    for version in versions:
+        modules = tree_modules(tree, (f"usr/lib/python{version}", "usr/lib/python3/dist-packages"),
+                               scratch / f"python{version}")
+        add_bytecode(tree, modules, version, scratch / f"python{version}", label)
 
 
 def _fetch(ctx: BuildContext, packages: list[Package]) -> dict[str, Path]:

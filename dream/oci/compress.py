@@ -2,7 +2,7 @@
 
 gzip is ISA-L at level 1, written as **members**: the tar stream is cut every `MEMBER` (1 MiB)
 uncompressed bytes and each piece becomes one complete gzip member (mtime 0, OS 255, as
-before), compressed twice by worker processes that do nothing else (`gzip_member`), fed by
+before), compressed twice, by two worker processes that do nothing else (`gzip_member`), fed by
 the process-wide `shared_pool` (a thread a core), and kept where the two agree
 (`agreed_member`); the members are concatenated in order. Concatenated members are one valid
 gzip file (RFC 1952 §2.2) and a valid OCI layer:
@@ -111,19 +111,26 @@ CODECS = {
 }
 
 
-def gzip_member(data: bytes) -> bytes:
+def gzip_member(data: bytes, lane: int = 0) -> bytes:
     """``data`` as one complete gzip member, ISA-L level 1, compressed by this thread's
-    worker process (`GzipWorker`).
+    worker process for ``lane`` (`GzipWorker`): each compression of one member has a lane of
+    its own, so the vote (`agreed_member`) always compares two processes.
 
     Not in this process: in a busy build process ISA-L now and then gives other (valid) bytes
     for the same input, and the same odd bytes twice in a row (the state behind it, whatever
     it is, lasts within a process), so that one 1 MiB member in a few thousand changed a
     layer's digest in about one gpu-image build of six, twice in CI; a process that only
-    compresses never did (over 80,000 members). wbits 31 = gzip container; ISA-L writes
-    mtime 0 and OS 255, so no clock leaks in."""
-    worker = getattr(_local, "worker", None)
-    if worker is None or worker.owner != os.getpid():  # a forked child starts workers of its own
-        worker = _local.worker = GzipWorker()
+    compresses gave them far more rarely, and then, when the pool ran both compressions of
+    a member in one thread, twice from that one worker (a gpu-smoke build on an AMD EPYC,
+    2026-12-02): hence a worker per lane. wbits 31 = gzip container; ISA-L writes mtime 0 and
+    OS 255, so no clock leaks in."""
+    workers: dict[int, GzipWorker] | None = getattr(_local, "workers", None)
+    if workers is None or _local.owner != os.getpid():  # a forked child starts workers of its own
+        workers = _local.workers = {}
+        _local.owner = os.getpid()
+    worker = workers.get(lane)
+    if worker is None:
+        worker = workers[lane] = GzipWorker(lane)
     return worker.compress(data)
 
 
@@ -134,12 +141,12 @@ class GzipWorker:
 
     SCRIPT = str(Path(__file__).with_name("gzip_worker.py"))
 
-    def __init__(self) -> None:
+    def __init__(self, lane: int = 0) -> None:
         import subprocess
         import sys
 
         import isal
-        self.owner = os.getpid()
+        self.owner, self.lane = os.getpid(), lane
         isal_dir = str(Path(isal.__file__).resolve().parent.parent)  # the worker runs without site (-S)
         self.process = subprocess.Popen([sys.executable, "-S", "-P", self.SCRIPT, isal_dir], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, start_new_session=True)
@@ -162,8 +169,9 @@ class GzipWorker:
             return self._read(size)
         except BaseException as exc:
             self.process.kill()
-            if getattr(_local, "worker", None) is self:
-                _local.worker = None
+            workers = getattr(_local, "workers", {})
+            if workers.get(self.lane) is self:
+                del workers[self.lane]
             if isinstance(exc, (OSError, EOFError)):
                 code = self.process.wait()
                 raise CompressorGone(f"gzip: the compressing process ended (exit code {code}): {exc}") from None
@@ -213,8 +221,8 @@ class CompressorDisagrees(RuntimeError):
 
 def agreed_member(data: bytes, first: Future[bytes], second: Future[bytes]) -> bytes:
     """The bytes that two compressions of ``data`` agree on: ``first`` and ``second`` (two
-    tasks of the pool, so usually two worker processes), then more until some result has
-    `VOTES` (a vote in a third thread, so a third process).
+    tasks of the pool, lanes 0 and 1, so two worker processes), then more until some result
+    has `VOTES`, each from a lane (a process) of its own.
 
     Compression is in worker processes (`gzip_member` says why); the vote stays as the check
     that they hold to it: a disagreement is counted (`disagreements`) and settled, and six
@@ -231,7 +239,7 @@ def agreed_member(data: bytes, first: Future[bytes], second: Future[bytes]) -> b
         if len(outputs) == ATTEMPTS:
             raise CompressorDisagrees(f"gzip: ISA-L gave {len(set(outputs))} different results in "
                                       f"{ATTEMPTS} compressions of one {len(data):,}-byte member")
-        outputs.append(gzip_member(data))
+        outputs.append(gzip_member(data, len(outputs)))  # a process that has not answered yet
 
 
 def disagreements() -> int:

@@ -83,7 +83,7 @@ def encode(chunks: Iterable[bytes | DeflatedFile], codec: Codec, blob: BlobWrite
                     _put_deflated(piece, hasher, writer, progress)
                     continue
                 hasher.put(piece)
-                started += (executor.submit(gzip_member, piece), executor.submit(gzip_member, piece))
+                started += (executor.submit(gzip_member, piece, 0), executor.submit(gzip_member, piece, 1))
                 writer.put(partial(agreed_member, piece, started[-2], started[-1]))
                 while started and started[0].done():  # kept only to be cancelled
                     started.popleft()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import posixpath
 import shutil
 import subprocess
 import sys
@@ -35,7 +36,7 @@ from pathlib import Path
 from dream.download_cache import cache_dir
 from dream.errors import DreamError
 from dream.oci.compress import usable_cores
-from dream.oci.tree import FILE, Entry, Tree
+from dream.oci.tree import FILE, SYMLINK, Entry, Tree
 
 WORKER = Path(__file__).with_name("bytecode_worker.py")
 _WARNED: set[str] = set()
@@ -44,11 +45,12 @@ _WARN_LOCK = threading.Lock()
 
 @dataclass(frozen=True)
 class Module:
-    """A module to compile: its image path, and the wheel member holding its bytes."""
+    """A module to compile: its image path, and the wheel member holding its bytes (or, with
+    an empty ``member``, the file at ``wheel`` holding them)."""
 
     image_path: str
     wheel: Path
-    member: str
+    member: str = ""
 
 
 @functools.lru_cache(maxsize=None)
@@ -145,6 +147,31 @@ def add_bytecode(tree: Tree, sources: list[Module], version: str, scratch: Path,
     for image_path, pyc in written:
         path = Path(pyc)
         tree.add(Entry(image_path, FILE, 0o644, size=path.stat().st_size, source=path))
+
+
+def tree_modules(tree: Tree, directories: tuple[str, ...], scratch: Path) -> list[Module]:
+    """The modules of ``tree`` below ``directories``, to compile where they lie: regular
+    ``.py`` files, and links to one in the tree (Debian's ``sitecustomize.py`` points into
+    /etc), compiled under the link's name as Python imports them. Bytes the tree holds in
+    memory are written to ``scratch`` first; a staged file is read where it is."""
+    roots = tuple(directory.strip("/") + "/" for directory in directories)
+    modules = []
+    for path, entry in sorted(tree.entries.items()):
+        if not path.endswith(".py") or not path.startswith(roots):
+            continue
+        if entry.kind == SYMLINK:
+            target = posixpath.normpath(posixpath.join(posixpath.dirname(path), entry.link)).lstrip("/")
+            entry = tree.entries.get(target, entry)
+        if entry.kind != FILE:
+            continue
+        if entry.data is not None:
+            written = scratch / "bytecode-sources" / path
+            written.parent.mkdir(parents=True, exist_ok=True)
+            written.write_bytes(entry.data)
+            modules.append(Module(path, written))
+        elif entry.source is not None and not entry.member:
+            modules.append(Module(path, entry.source))
+    return modules
 
 
 def _run_workers(python: str, jobs: list[list[str]], label: str, scratch: Path,

@@ -142,6 +142,14 @@ DEBIAN_LAYER = {
         "exclude": {"type": "list", "schema": {"type": "string"}, "default": [],
                     **doc("Glob patterns of image paths left out of the layer "
                            "(e.g. `/usr/share/doc/*`), like dpkg's path-exclude.", [])},
+        "bytecode": {"type": "boolean", "default": True,
+                     **doc("Compile the Python modules the packages install (the standard library "
+                            "in `/usr/lib/python3.X`, `/usr/lib/python3/dist-packages`) to `.pyc` "
+                            "files in the layer, as Debian's postinst scripts would (unchecked-hash, "
+                            "the same bytes every build), so that a new container does not compile "
+                            "the standard library on every start. Needs that `python3.X` on the "
+                            "building machine; without one the layer ships without bytecode and the "
+                            "build says so.", True)},
     },
 }
 

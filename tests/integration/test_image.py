@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -49,6 +50,21 @@ def test_loads_into_docker_and_runs(built: Project) -> None:
                             " && dpkg-query -W python3"], capture_output=True, text=True, check=True).stdout.split("\n")
     assert shell[0].startswith("5.2") and shell[1] == "42" and shell[2].startswith("root:x:0:0")
     assert shell[3].startswith("python3\t3.11")
+
+
+def test_a_new_container_compiles_no_standard_library_module(built: Project) -> None:
+    """The Debian layer carries the standard library's bytecode (as Debian's postinst would
+    have compiled it), so Python reads pycs at every start instead of compiling into the
+    container's throw-away layer; `python3 -v` names the file each module's code came from."""
+    require_docker()
+    built.doit("load:python-app")
+    code = "import asyncio, email.mime.text, json, ssl, sqlite3, urllib.request"
+    run = subprocess.run(["docker", "run", "--pull", "never", "--rm", "--network", "none", "--read-only",
+                          "python-app:latest", "-v", "-c", code], capture_output=True, text=True, check=True)
+    loaded = re.findall(r"^# code object from '?([^']+?)'?$", run.stderr, re.M)
+    assert len(loaded) > 100
+    assert [path for path in loaded if not path.endswith(".pyc")] == []
+    assert "/usr/lib/python3.11/asyncio/__pycache__/base_events.cpython-311.pyc" in loaded
 
 
 def test_skopeo_and_umoci_read_the_store(built: Project, tmp_path: Path) -> None:

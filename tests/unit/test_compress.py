@@ -200,7 +200,7 @@ def test_a_failing_compressor_propagates_and_leaves_no_blob(tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
 
-    def broken(data: bytes) -> bytes:
+    def broken(data: bytes, lane: int) -> bytes:
         calls.append(1)
         if len(calls) == 3:
             raise MemoryError("compressor failed")
@@ -282,14 +282,14 @@ def test_two_compressions_that_differ_are_settled_by_more_until_two_agree(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The odd result of one run (what ISA-L sometimes gives) never reaches the blob."""
     later = iter([b"odd-again", b"usual"])
-    monkeypatch.setattr(compress_module, "gzip_member", lambda data: next(later))
+    monkeypatch.setattr(compress_module, "gzip_member", lambda data, lane: next(later))
     before = compress_module.disagreements()
     assert agreed_member(b"data", done(b"odd"), done(b"usual")) == b"usual"
     assert compress_module.disagreements() == before + 1
 
 
 def test_two_equal_compressions_are_used_without_a_third(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(compress_module, "gzip_member", lambda data: pytest.fail("compressed a third time"))
+    monkeypatch.setattr(compress_module, "gzip_member", lambda data, lane: pytest.fail("compressed a third time"))
     before = compress_module.disagreements()
     assert agreed_member(b"data", done(b"same"), done(b"same")) == b"same"
     assert compress_module.disagreements() == before
@@ -298,7 +298,7 @@ def test_two_equal_compressions_are_used_without_a_third(monkeypatch: pytest.Mon
 def test_a_compressor_that_never_agrees_fails_the_layer_without_a_blob(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     count = iter(range(1_000_000))
-    monkeypatch.setattr(compress_module, "gzip_member", lambda data: str(next(count)).encode())
+    monkeypatch.setattr(compress_module, "gzip_member", lambda data, lane: str(next(count)).encode())
     monkeypatch.setattr(layer_module, "gzip_member", compress_module.gzip_member)
     store = Store(tmp_path / "s").init()
     tree = Tree()
@@ -312,13 +312,25 @@ def test_a_compressor_that_never_agrees_fails_the_layer_without_a_blob(
 def test_every_member_is_compressed_twice(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
 
-    def counted(data: bytes) -> bytes:
-        calls.append(len(data))
+    def counted(data: bytes, lane: int) -> bytes:
+        calls.append((len(data), lane))
         return zlib.compress(data)
 
     monkeypatch.setattr(layer_module, "gzip_member", counted)
     encode(iter([sample(3 * MEMBER + 5)]), GZIP, Memory())
-    assert sorted(calls) == sorted([MEMBER, MEMBER, MEMBER, 5] * 2)
+    assert sorted(calls) == sorted([(size, lane) for size in (MEMBER, MEMBER, MEMBER, 5) for lane in (0, 1)])
+
+
+def test_the_two_compressions_of_a_member_are_two_processes_even_in_one_thread() -> None:
+    """Two lanes of one thread are two workers: a process's odd bytes, given twice, never
+    outvote another process."""
+    from isal import isal_zlib
+
+    data = sample(MEMBER, seed=5)
+    assert compress_module.gzip_member(data, 0) == compress_module.gzip_member(data, 1) == \
+        isal_zlib.compress(data, 1, 31)
+    workers = compress_module._local.workers
+    assert workers[0].process.pid != workers[1].process.pid
 
 
 def test_an_exchange_broken_off_retires_its_worker_and_the_next_member_is_right() -> None:
@@ -328,7 +340,7 @@ def test_an_exchange_broken_off_retires_its_worker_and_the_next_member_is_right(
 
     first, second = sample(MEMBER, seed=3), sample(MEMBER, seed=4)
     compress_module.gzip_member(first)  # this thread's worker exists
-    worker = compress_module._local.worker
+    worker = compress_module._local.workers[0]
 
     def cut_off(size: int) -> bytes:
         raise KeyboardInterrupt
@@ -336,13 +348,13 @@ def test_an_exchange_broken_off_retires_its_worker_and_the_next_member_is_right(
     worker._read = cut_off  # type: ignore[method-assign]
     with pytest.raises(KeyboardInterrupt):
         worker.compress(first)
-    assert worker.process.wait(timeout=10) != 0 and compress_module._local.worker is None
+    assert worker.process.wait(timeout=10) != 0 and 0 not in compress_module._local.workers
     assert compress_module.gzip_member(second) == isal_zlib.compress(second, 1, 31)
 
 
 def test_a_worker_that_dies_is_one_clear_error() -> None:
     compress_module.gzip_member(b"x")
-    worker = compress_module._local.worker
+    worker = compress_module._local.workers[0]
     worker.process.kill()
     worker.process.wait()
     with pytest.raises(compress_module.CompressorGone, match="the compressing process ended"):
