@@ -105,7 +105,7 @@ def _wheel_names(entry: dict[str, Any]) -> set[str]:
     return {normalize(w["name"]) for w in entry.get("wheels", [])}
 
 
-def write_lock(recipe: Recipe, upgrade: Upgrade = Upgrade()) -> list[str]:
+def write_lock(recipe: Recipe, upgrade: Upgrade = Upgrade(), refresh: bool = True) -> list[str]:
     """Resolve what is new or changed, keep every other pin, and write the lock atomically.
 
     A layer whose settings are those it was locked with keeps its entry as it is (checked to
@@ -113,7 +113,11 @@ def write_lock(recipe: Recipe, upgrade: Upgrade = Upgrade()) -> list[str]:
     Layers whose wheels constrain each other (``cuda`` and ``python``: the python layers
     resolve against the CUDA pins, a CUDA layer may follow the python requirements) are
     resolved together: when one of them is, all are, so that none is kept on top of pins
-    that moved. Returns one line per locked layer saying what moved.
+    that moved; except an entry that `Builder.still_holds` under its new settings (a cuda
+    layer whose followed pins did not move), kept with its settings updated. Should the
+    layers resolved on top of such an entry fail, everything is resolved again without it,
+    so the error is the one a full relock gives. Returns one line per locked layer saying
+    what moved.
     """
     current = _previous(recipe)
     previous = {} if upgrade.everything else current
@@ -127,21 +131,38 @@ def write_lock(recipe: Recipe, upgrade: Upgrade = Upgrade()) -> list[str]:
         old = previous.get(layer.name)
         return old is not None and old.get("settings") == settings[layer.name] and not upgrade.moves(layer.name, old)
 
+    def holds(layer: LayerSpec) -> bool:
+        old = previous.get(layer.name)
+        return (refresh and old is not None and not kept(layer) and not upgrade.moves(layer.name, old)
+                and BUILDERS[layer.kind].still_holds(layer, recipe, old, preferred))
+
     together = [layer for layer in lockable if BUILDERS[layer.kind].resolves_together]
-    relock_all = any(not kept(layer) for layer in together)
     layers: dict[str, Any] = {}
     report = []
     with answers_kept():  # layers that resolve together ask uv some questions twice
-        for layer in lockable:
-            builder = BUILDERS[layer.kind]
-            if kept(layer) and not (relock_all and layer in together):
-                old = previous[layer.name]
-                builder.recheck(layer, recipe, old)
-                layers[layer.name] = old
-            else:
-                entry = builder.lock(layer, recipe, layers, preferred)
-                layers[layer.name] = {"kind": layer.kind, "settings": settings[layer.name], **entry}
-            report.append(f"{layer.name}: {_changes(current.get(layer.name), layers[layer.name])}")
+        held = {layer.name for layer in together if holds(layer)}
+        relock_all = any(not kept(layer) and layer.name not in held for layer in together)
+        try:
+            for layer in lockable:
+                builder = BUILDERS[layer.kind]
+                if layer.name in held:
+                    builder.recheck(layer, recipe, previous[layer.name])
+                    layers[layer.name] = {**previous[layer.name], "settings": settings[layer.name]}
+                    report.append(f"{layer.name}: kept ({len(_pins(layers[layer.name]))} pins; "
+                                  "the pins it follows did not move)")
+                    continue
+                elif kept(layer) and not (relock_all and layer in together):
+                    old = previous[layer.name]
+                    builder.recheck(layer, recipe, old)
+                    layers[layer.name] = old
+                else:
+                    entry = builder.lock(layer, recipe, layers, preferred)
+                    layers[layer.name] = {"kind": layer.kind, "settings": settings[layer.name], **entry}
+                report.append(f"{layer.name}: {_changes(current.get(layer.name), layers[layer.name])}")
+        except DreamError:
+            if not held:
+                raise
+            return write_lock(recipe, upgrade, refresh=False)
     text = json.dumps({"lockVersion": LOCK_VERSION, "image": recipe.name, "layers": layers},
                       indent=1, sort_keys=True) + "\n"
     temporary = recipe.lock_path.with_suffix(".tmp")

@@ -110,6 +110,13 @@ class Builder(Protocol):
         """Raise a `DreamError` if a kept lock entry can no longer be built."""
         ...
 
+    def still_holds(self, layer: LayerSpec, recipe: Recipe, entry: dict[str, Any],
+                    previous: dict[str, Any]) -> bool:
+        """Whether ``entry``, locked from other settings, is what resolving the layer again
+        would give (a `cuda` layer whose followed framework pins did not move): `write_lock`
+        then keeps it with its settings brought up to date instead of resolving it."""
+        ...
+
     def check_lock(self, layer: LayerSpec, entries: Mapping[str, Any]) -> None:
         """Raise a `DreamError` if the lock's entries (every layer's, as read from the lock
         file) cannot carry this layer; called before the layer is keyed or built."""
@@ -149,6 +156,10 @@ class LayerBuilder:
 
     def recheck(self, layer: LayerSpec, recipe: Recipe, entry: dict[str, Any]) -> None:
         return None
+
+    def still_holds(self, layer: LayerSpec, recipe: Recipe, entry: dict[str, Any],
+                    previous: dict[str, Any]) -> bool:
+        return False
 
     def check_lock(self, layer: LayerSpec, entries: Mapping[str, Any]) -> None:
         return None

@@ -15,6 +15,7 @@ per component (cuDNN, NCCL, cuSPARSELt and NVSHMEM are separate wheel families),
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import re
 from importlib import resources
@@ -23,9 +24,10 @@ from typing import TYPE_CHECKING, Any, Mapping
 from dream.builders.base import BuildContext, LayerBuilder, Part
 from dream.builders.wheelset import lock_wheels, pins, provided_by, resolve_keeping, wheel_parts
 from dream.errors import DreamError
+from dream.oci.digest import canonical_json
 from dream.oci.image import DEFAULT_PATH
 from dream.oci.tree import Tree
-from dream.python.resolve import Wheel
+from dream.python.resolve import Wheel, resolve
 from dream.python.target import PythonTarget
 from dream.recipe.model import CUDA_FOLLOW, LayerSpec, Recipe
 
@@ -78,7 +80,36 @@ class CudaBuilder(LayerBuilder):
         if clash:
             raise _clash_error(clash, layer, wanted, runtime_pin(framework_pins(above, target, keep)))
         locked = lock_wheels(wheels, spec["min_layer_size"], target, provided_by(earlier, target))
-        return {"cuda": wanted.toolkit.version, "wheels": [w.as_dict() for w in locked]}
+        entry: dict[str, Any] = {"cuda": wanted.toolkit.version, "wheels": [w.as_dict() for w in locked]}
+        if spec["version"] == CUDA_FOLLOW:  # what `still_holds` compares a later lock with
+            entry["followed"] = {"pins": framework_pins(above, target, keep),
+                                 "settings": self._unfollowed(layer, recipe)}
+        return entry
+
+    def still_holds(self, layer: LayerSpec, recipe: Recipe, entry: dict[str, Any],
+                    previous: dict[str, Any]) -> bool:
+        """A layer that follows the python layers needs no resolving when only their
+        requirements changed (one more small package) and the CUDA pins they resolve to did
+        not: the toolkit release and the wheels come from those pins, so they would be the
+        same. The question is the one the python layer above then asks first (its
+        requirements on these wheels' pins, then the previous lock's: `PythonBuilder.lock`),
+        so uv answers it once: one resolution instead of four."""
+        from dream.builders.cuda_versions import is_cuda_wheel
+        followed = entry.get("followed")
+        if layer.spec["version"] != CUDA_FOLLOW or not isinstance(followed, dict) \
+                or followed.get("settings") != self._unfollowed(layer, recipe):
+            return False
+        ours = [f"{w['name']}=={w['version']}" for w in entry["wheels"]]
+        try:
+            wheels = resolve(python_requirements(layer, recipe), PythonTarget.of(recipe), ours + pins(previous))
+        except DreamError:
+            return False  # resolving the layers says what is wrong
+        return {w.name: w.version for w in wheels if is_cuda_wheel(w.name)} == followed.get("pins")
+
+    def _unfollowed(self, layer: LayerSpec, recipe: Recipe) -> str:
+        """The hash of the lock settings less the followed requirements."""
+        inputs = {k: v for k, v in self.lock_inputs(layer, recipe, {}).items() if k != "follows"}
+        return hashlib.sha256(canonical_json(inputs)).hexdigest()
 
     def parts(self, ctx: BuildContext) -> list[Part]:
         wheels = [Wheel.from_dict(w) for w in ctx.lock["wheels"]]

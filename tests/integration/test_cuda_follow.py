@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from dream.lock import locked_inputs
+from dream.recipe.load import load_recipe
 from tests.conftest import make_project
 
 pytestmark = pytest.mark.integration
@@ -61,3 +63,28 @@ def test_a_cuda_version_torch_does_not_use_is_one_line(tmp_path: Path) -> None:
     assert lines[0].endswith('; use version: python or version: "12.8"')
     assert "Traceback" not in output and "uv" not in lines[0]
     assert not (project.root / "recipes/clash.lock.json").exists()
+
+
+def test_one_more_small_requirement_keeps_the_cuda_entry_as_a_full_relock_has_it(tmp_path: Path) -> None:
+    """The cuda layer follows torch's pins, which six does not move: its entry is kept (no
+    resolving; issue 14's relock in seconds), and the lock is the one a lock from scratch of
+    the same recipe writes."""
+    project = make_project(tmp_path / "p", {"follow.yaml": CUDA % "python"}, with_demo=False)
+    project.doit("lock:follow")
+    path = project.root / "recipes/follow.lock.json"
+    before = json.loads(path.read_text())["layers"]
+    recipe = project.root / "recipes/follow.yaml"
+    recipe.write_text(recipe.read_text().replace("[torch==2.8.0]", "[torch==2.8.0, six==1.17.0]"))
+    run = project.doit("lock:follow")
+    assert "cuda: kept (4 pins; the pins it follows did not move)" in run.stdout, run.stdout
+    assert "python: +six 1.17.0" in run.stdout
+    after = json.loads(path.read_text())["layers"]
+    assert after["cuda"]["wheels"] == before["cuda"]["wheels"]
+    assert after["cuda"]["settings"] != before["cuda"]["settings"]  # fresh for the new requirements
+    for layer in after:  # what a build checks first: no entry is stale
+        locked_inputs(load_recipe(recipe, project.root), layer, after)
+    scratch = make_project(tmp_path / "q", {"follow.yaml": recipe.read_text()}, with_demo=False)
+    scratch.doit("lock:follow")
+    fresh = json.loads((scratch.root / "recipes/follow.lock.json").read_text())["layers"]
+    assert {n: e["wheels"] for n, e in fresh.items()} == {n: e["wheels"] for n, e in after.items()}
+    assert fresh["cuda"]["settings"] == after["cuda"]["settings"]

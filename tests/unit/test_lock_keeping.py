@@ -148,3 +148,67 @@ def test_layers_that_resolve_together_are_never_kept_over_a_moved_one(tmp_path: 
     index.resolved.clear()
     write_lock(layers(["numpy", "rich"]))
     assert together.resolved == ["cuda", "python"] and index.resolved == []  # debian kept
+
+
+class Following(Together):
+    """A `cuda` stand-in whose layer follows the python layer: its entry still holds while the
+    'framework pins' (here a dict the test moves) are the ones it was locked from. The python
+    layer fails when it must resolve on top of a held entry and ``fail_on_held`` is set."""
+
+    def __init__(self, newest: dict[str, str]) -> None:
+        super().__init__(newest)
+        self.framework = {"nvidia-cublas": "12.8"}
+        self.fail_on_held = False
+
+    def lock(self, layer: LayerSpec, recipe: Recipe, earlier: dict[str, Any], previous: dict[str, Any]) -> Any:
+        if layer.name == "python" and self.fail_on_held and "cuda" not in self.resolved:
+            self.resolved.append(layer.name)
+            raise DreamError("the python requirements clash with the kept CUDA pins")
+        entry = super().lock(layer, recipe, earlier, previous)
+        return {**entry, "followed": dict(self.framework)} if layer.name == "cuda" else entry
+
+    def still_holds(self, layer: LayerSpec, recipe: Recipe, entry: dict[str, Any], previous: dict[str, Any]) -> bool:
+        return layer.name == "cuda" and entry.get("followed") == self.framework
+
+
+def _following(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, index: Scripted) -> tuple[Following, Any]:
+    following = Following(index.newest)
+    monkeypatch.setitem(dream.lock.BUILDERS, "together", following)
+
+    def layers(python: list[str]) -> Recipe:
+        # the cuda layer's settings name the python requirements, as `follows` does
+        specs = [LayerSpec("cuda", "together", ["libc6", *python], "", Location("recipes/x.yaml", 3)),
+                 LayerSpec("python", "together", python, "", Location("recipes/x.yaml", 5))]
+        return Recipe(path=tmp_path / "x.yaml", display="recipes/x.yaml", name="x", image={}, layers=specs)
+    write_lock(layers(["numpy"]))
+    following.resolved.clear()
+    return following, layers
+
+
+def test_a_following_layer_whose_pins_did_not_move_is_kept_with_fresh_settings(
+        tmp_path: Path, index: Scripted, monkeypatch: pytest.MonkeyPatch) -> None:
+    following, layers = _following(tmp_path, monkeypatch, index)
+    before = json.loads(layers(["numpy"]).lock_path.read_text())["layers"]["cuda"]
+    report = write_lock(layers(["numpy", "rich"]))
+    assert following.resolved == ["python"]  # cuda held: not resolved, only its settings new
+    after = json.loads(layers(["numpy"]).lock_path.read_text())["layers"]["cuda"]
+    assert {**before, "settings": after["settings"]} == after and after["settings"] != before["settings"]
+    dream.lock.locked_inputs(layers(["numpy", "rich"]), "cuda", {"cuda": after})  # fresh, not stale
+    assert report[0] == "cuda: kept (2 pins; the pins it follows did not move)"
+
+
+def test_a_following_layer_whose_pins_moved_is_resolved_again(
+        tmp_path: Path, index: Scripted, monkeypatch: pytest.MonkeyPatch) -> None:
+    following, layers = _following(tmp_path, monkeypatch, index)
+    following.framework = {"nvidia-cublas": "12.9"}  # a new torch pins another cuBLAS
+    write_lock(layers(["numpy", "rich"]))
+    assert following.resolved == ["cuda", "python"]
+
+
+def test_a_failure_on_top_of_a_held_entry_resolves_everything_again(
+        tmp_path: Path, index: Scripted, monkeypatch: pytest.MonkeyPatch) -> None:
+    following, layers = _following(tmp_path, monkeypatch, index)
+    following.fail_on_held = True
+    write_lock(layers(["numpy", "rich"]))
+    assert following.resolved == ["python", "cuda", "python"]  # the full relock succeeded
+    assert pins(layers(["numpy", "rich"]))["python"] == {"numpy": "2.3", "rich": "14.0"}
