@@ -18,6 +18,8 @@ from typing import Any, Mapping
 from dream.builders.base import BuildContext, LayerBuilder
 from dream.errors import DreamError
 from dream.oci.tree import Tree
+from dream.python.bytecode import add_bytecode, compiler_key, tree_modules
+from dream.python.target import PythonTarget
 from dream.recipe.model import Deployment, LayerSpec
 from dream.services.healthcheck import deployment_healthcheck
 from dream.services.plan import build_plan, plan_json
@@ -47,15 +49,20 @@ class ServicesBuilder(LayerBuilder):
         ctx.lock  # noqa: B018  # its (empty) entry, read through dream.lock, runs `check_lock` first
         name, plan = self._plan(ctx)
         sources = {file: hashlib.sha256(data).hexdigest() for file, data in supervisor_sources().items()}
-        return {"deployment": name, "plan": hashlib.sha256(plan.encode()).hexdigest(), "supervisor": sources}
+        return {"deployment": name, "plan": hashlib.sha256(plan.encode()).hexdigest(), "supervisor": sources,
+                "bytecode": compiler_key(PythonTarget.of(ctx.recipe).version)}
 
-    def tree(self, ctx: BuildContext, scratch: Path | None = None) -> Tree:
+    def tree(self, ctx: BuildContext, scratch: Path) -> Tree:
+        """The supervisor's package with its bytecode, for the recipe's Python version (the
+        image's ``python3`` runs it as PID 1 at every container start), and the plan."""
         name, plan = self._plan(ctx)
-        tree = Tree()
+        tree = Tree(f"{ctx.recipe.name}/{ctx.layer.name}")
         for directory in (*PACKAGE_PARENTS, PACKAGE_DIR, "/etc/dream", PLAN_DIR):
             tree.add_dir(directory, 0o755, 0, 0)
         for file, data in supervisor_sources().items():
             tree.add_bytes(f"{PACKAGE_DIR}/{file}", data, 0o644, 0, 0)
+        version = PythonTarget.of(ctx.recipe).version
+        add_bytecode(tree, tree_modules(tree, (PACKAGE_DIR,), scratch), version, scratch, tree.label)
         tree.add_bytes(f"{PLAN_DIR}/{name}.json", plan.encode(), 0o644, 0, 0)
         return tree
 

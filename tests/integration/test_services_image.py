@@ -92,6 +92,19 @@ def test_docker_run_starts_the_deployment_and_pid1_reaps_orphans(pid1_image: Pro
         docker("rm", "-f", CONTAINER, check=False)
 
 
+def test_the_supervisor_starts_from_its_bytecode(pid1_image: Project) -> None:
+    """The services layer carries the supervisor's pycs (and the Debian layer the standard
+    library's): PID 1 compiles nothing at a container start; `python3 -v` names the file each
+    module's code came from."""
+    run = docker("run", "--rm", "--pull", "never", "--network", "none", "--read-only", "--entrypoint",
+                 "python3", IMAGE, "-v", "-c", "import dream_supervisor.__main__, dream_supervisor.supervisor")
+    loaded = [line.split("from ", 1)[1].strip("'") for line in run.stderr.splitlines()
+              if line.startswith("# code object from ")]
+    ours = [path for path in loaded if "/dream_supervisor/" in path]
+    assert len(ours) >= 5 and all(path.endswith(".cpython-311.pyc") for path in ours), ours
+    assert [path for path in loaded if not path.endswith(".pyc")] == []
+
+
 PROCESSES = ("import os\n"
              "for p in filter(str.isdigit, os.listdir('/proc')):\n"
              "    try:\n"

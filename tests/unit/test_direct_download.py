@@ -113,3 +113,71 @@ def test_pips_own_default_index_is_used_when_none_is_configured(monkeypatch: pyt
     assert direct._indexes() == [found]
     settings(monkeypatch, extra_index_url="file:///a file:///b")
     assert direct._indexes() == [found, "file:///a", "file:///b"]
+
+
+class _Served:
+    """A loopback HTTP server for one body: whole (Content-Length), chunked, or cut short."""
+
+    def __init__(self, body: bytes, mode: str) -> None:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                if mode == "chunked":
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for start in range(0, len(body), 300_000):
+                        piece = body[start:start + 300_000]
+                        self.wfile.write(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+                    self.wfile.write(b"0\r\n\r\n")
+                    return
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body if mode == "whole" else body[:len(body) // 2])
+                self.close_connection = True
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/demo_pkg-1.0-py3-none-any.whl"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def __enter__(self) -> "_Served":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("mode", ["whole", "chunked"])
+def test_a_real_http_body_is_read_into_one_buffer_and_verified(tmp_path: Path, mode: str) -> None:
+    import requests
+
+    data = bytes(range(256)) * (5 * direct.PIECE // 256 + 7)
+    _, wheel = wheel_file(tmp_path / "ref", data=data)
+    with _Served(data, mode) as served, requests.Session() as session:
+        with session.get(served.url, stream=True) as response:
+            pieces = [bytes(piece) for piece in direct._body(response)]
+            assert all(type(piece) is bytes for piece in pieces)
+        assert b"".join(pieces) == data and max(map(len, pieces)) <= direct.PIECE
+        with session.get(served.url, stream=True) as response:
+            assert all(isinstance(piece, memoryview) for piece in direct._body(response))  # no copies
+        assert direct._download(served.url, wheel, tmp_path / "out", session)
+    assert (tmp_path / "out" / wheel.filename).read_bytes() == data
+
+
+def test_a_body_cut_short_is_left_to_pip_and_leaves_nothing(tmp_path: Path) -> None:
+    import requests
+
+    data = b"w" * (3 * direct.PIECE)
+    _, wheel = wheel_file(tmp_path / "ref", data=data)
+    with _Served(data, "short") as served, requests.Session() as session:
+        assert direct._download(served.url, wheel, tmp_path / "out", session) is False
+    assert not (tmp_path / "out").exists()
