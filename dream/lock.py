@@ -148,17 +148,17 @@ def write_lock(recipe: Recipe, upgrade: Upgrade = Upgrade(), refresh: bool = Tru
                 if layer.name in held:
                     builder.recheck(layer, recipe, previous[layer.name])
                     layers[layer.name] = {**previous[layer.name], "settings": settings[layer.name]}
-                    report.append(f"{layer.name}: kept ({len(_pins(layers[layer.name]))} pins; "
-                                  "the pins it follows did not move)")
-                    continue
+                    change = f"kept ({len(_pins(layers[layer.name]))} pins; the pins it follows did not move)"
                 elif kept(layer) and not (relock_all and layer in together):
                     old = previous[layer.name]
                     builder.recheck(layer, recipe, old)
                     layers[layer.name] = old
+                    change = _changes(current.get(layer.name), old)
                 else:
                     entry = builder.lock(layer, recipe, layers, preferred)
                     layers[layer.name] = {"kind": layer.kind, "settings": settings[layer.name], **entry}
-                report.append(f"{layer.name}: {_changes(current.get(layer.name), layers[layer.name])}")
+                    change = _changes(current.get(layer.name), layers[layer.name])
+                report.append(f"{layer.name}: {change}")
         except DreamError:
             if not held:
                 raise

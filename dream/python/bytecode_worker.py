@@ -3,7 +3,8 @@ under an interpreter of the image's Python version (which need not have dream in
 this file uses the standard library only; its source is run with ``-c``).
 
 Arguments: a JSON file listing [wheel path, member, image path of the .py, output file of the
-.py's place] (an empty member: the path is the module's own file, as a Debian layer has it), and the file to write the result to: a JSON list of [image path of the pyc, file
+.py's place] (with an empty member, the path is the module's own file, as a Debian layer has
+it), and the file to write the result to: a JSON list of [image path of the pyc, file
 written], in input order (each pyc at its PEP 3147 place relative to that output file). Each
 module's code object is gone (refcount) before the next is compiled, so what marshal writes
 for one module never depends on which modules this process compiled before it.
